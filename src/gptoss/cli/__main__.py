@@ -1,0 +1,57 @@
+"""`gptoss {generate,random-checkpoint,render,tokenize,bench,...}`: a thin dispatcher over per-command modules.
+
+A command module defines `HELP: str`, `add_arguments(parser)` and `run(args) -> int`, and keeps its heavy imports
+(torch, tiktoken, ...) inside run(), so building the parser stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS: dict[str, str] = {
+    "generate": "gptoss.cli.generate",
+    "random-checkpoint": "gptoss.cli.random_checkpoint",
+    "render": "gptoss.cli.render",
+    "tokenize": "gptoss.cli.tokenize",
+    "bench": "gptoss.cli.bench",
+}
+
+
+class UserError(Exception):
+    """An error caused by the user's input: printed as one line, exit status 2, no traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gptoss", description="Run OpenAI's GPT-OSS models.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name != module_name:
+                raise
+            continue  # a command whose module is not written yet is simply not offered
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args))
+    except UserError as e:
+        print(f"gptoss {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # config/weights/input validation errors carry a message meant for the user
+        print(f"gptoss {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

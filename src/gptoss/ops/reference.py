@@ -1,0 +1,72 @@
+"""Plain-torch forms of the hot ops: the oracle every fast kernel is tested against.
+
+Each function here has a fixed signature that fast backends (ops/native.py, later GPU kernels) reproduce exactly.
+They favour clarity and fp32 accumulation over speed.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gptoss import mxfp4
+
+SWIGLU_ALPHA = 1.702
+
+
+def swiglu(h: torch.Tensor, limit: float) -> torch.Tensor:
+    """GPT-OSS's clamped SwiGLU: gate and linear halves are interleaved (even = gate, odd = linear), +1 on linear."""
+    x_glu, x_lin = h[..., 0::2], h[..., 1::2]  # (..., I) each
+    x_glu = x_glu.clamp(max=limit)
+    x_lin = x_lin.clamp(min=-limit, max=limit)
+    return x_glu * torch.sigmoid(SWIGLU_ALPHA * x_glu) * (x_lin + 1)
+
+
+def moe_experts(
+    x: torch.Tensor,  # (T, H) normed activations
+    expert_idx: torch.Tensor,  # (T, k) int64 selected experts
+    expert_weights: torch.Tensor,  # (T, k) softmaxed router weights
+    mlp1_blocks: torch.Tensor,  # (E, 2I, H/32, 16) uint8
+    mlp1_scales: torch.Tensor,  # (E, 2I, H/32) uint8
+    mlp1_bias: torch.Tensor,  # (E, 2I)
+    mlp2_blocks: torch.Tensor,  # (E, H, I/32, 16) uint8
+    mlp2_scales: torch.Tensor,  # (E, H, I/32) uint8
+    mlp2_bias: torch.Tensor,  # (E, H)
+    swiglu_limit: float,
+) -> torch.Tensor:  # (T, H) in x.dtype: sum_k w_k * (mlp2_e(swiglu(mlp1_e(x))) + b2_e)
+    T, H = x.shape
+    out = torch.zeros(T, H, dtype=torch.float32)
+    # One expert at a time, tokens gathered per expert: only one expert's weights are ever dequantized.
+    for e in torch.unique(expert_idx).tolist():
+        tok, slot = (expert_idx == e).nonzero(as_tuple=True)
+        w1 = mxfp4.dequantize(mlp1_blocks[e], mlp1_scales[e])  # (2I, H)
+        h = x[tok].float() @ w1.T + mlp1_bias[e].float()  # (n, 2I)
+        h = swiglu(h, swiglu_limit)  # (n, I)
+        w2 = mxfp4.dequantize(mlp2_blocks[e], mlp2_scales[e])  # (H, I)
+        o = h @ w2.T + mlp2_bias[e].float()  # (n, H)
+        out.index_add_(0, tok, o * expert_weights[tok, slot].float().unsqueeze(1))
+    return out.to(x.dtype)
+
+
+def attention(
+    q: torch.Tensor,  # (T, Hq, D) queries, rotary applied
+    k: torch.Tensor,  # (S, Hkv, D) keys (cached + new), rotary applied
+    v: torch.Tensor,  # (S, Hkv, D)
+    sinks: torch.Tensor,  # (Hq,) learned sink logits
+    q_pos: torch.Tensor,  # (T,) int64 absolute positions of the queries
+    k_pos: torch.Tensor,  # (S,) int64 absolute positions of the keys; -1 marks an empty cache slot
+    window: int,  # 0 = full causal; W > 0 = each query sees its last W positions (itself included)
+    scale: float,
+) -> torch.Tensor:  # (T, Hq*D) in q.dtype
+    T, Hq, D = q.shape
+    Hkv = k.shape[1]
+    qg = q.float().view(T, Hkv, Hq // Hkv, D)  # (T, Hkv, G, D): query head h uses kv head h // G
+    scores = torch.einsum("thgd,shd->hgts", qg, k.float()) * scale  # (Hkv, G, T, S)
+    allowed = (k_pos[None, :] <= q_pos[:, None]) & (k_pos[None, :] >= 0)  # (T, S) causal, filled slots only
+    if window > 0:
+        allowed &= k_pos[None, :] > q_pos[:, None] - window
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    sink = sinks.float().view(Hkv, Hq // Hkv, 1, 1).expand(Hkv, Hq // Hkv, T, 1)
+    # The sink is one extra logit per head with no value: it absorbs probability mass, so weights sum to < 1.
+    probs = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :-1]  # (Hkv, G, T, S)
+    out = torch.einsum("hgts,shd->thgd", probs, v.float())  # (T, Hkv, G, D)
+    return out.reshape(T, Hq * D).to(q.dtype)
