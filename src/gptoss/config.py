@@ -9,11 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gptoss.errors import ConfigError
+
 SLIDING, FULL = "sliding_attention", "full_attention"
-
-
-class ConfigError(ValueError):
-    """A config.json that is missing, unreadable or inconsistent."""
 
 
 @dataclass(frozen=True)
@@ -87,13 +85,14 @@ class ModelConfig:
 
     def to_hf_json(self) -> dict[str, Any]:
         """The Hugging Face `config.json` form, MXFP4-quantized experts, as in openai/gpt-oss-*."""
+        # The harmony special ids (<|return|> 200002, <|endoftext|> 199999) exist only in the full vocabulary.
+        special = {"eos_token_id": 200002, "pad_token_id": 199999} if self.vocab_size > 200002 else {}
         return {
             "architectures": ["GptOssForCausalLM"],
             "model_type": "gpt_oss",
             "attention_bias": True,
             "attention_dropout": 0.0,
-            "eos_token_id": 200002,
-            "pad_token_id": 199999,
+            **special,
             "experts_per_token": self.experts_per_token,
             "num_experts_per_tok": self.experts_per_token,
             "num_local_experts": self.num_experts,

@@ -1,0 +1,158 @@
+"""The GPT-OSS forward pass, top to bottom, in plain torch.
+
+Read this file to know what gpt-oss computes. Per layer: RMSNorm -> attention (GQA, YaRN RoPE, a learned sink
+logit per head, a 128-token band on sliding layers) -> residual; RMSNorm -> router (top-k, then softmax over the k)
+-> MXFP4 experts with clamped SwiGLU -> residual. Then a final RMSNorm and the unembedding.
+
+The two hot spots, the attention core and the expert MLPs, go through `gptoss.ops`, whose plain-torch forms
+(ops/reference.py) hold the rest of the math (the sink softmax, the interleaved SwiGLU with its +1 and clamp).
+Nothing about speed lives here: kernels, caches policy and threading are chosen outside.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from gptoss import ops
+from gptoss.config import ModelConfig, yarn_low_high
+from gptoss.kv_cache import KVCache
+
+
+@dataclass
+class AttentionWeights:
+    norm: torch.Tensor  # (H,) fp32
+    wq: torch.Tensor  # (Hq*D, H)
+    bq: torch.Tensor  # (Hq*D,)
+    wk: torch.Tensor  # (Hkv*D, H)
+    bk: torch.Tensor  # (Hkv*D,)
+    wv: torch.Tensor  # (Hkv*D, H)
+    bv: torch.Tensor  # (Hkv*D,)
+    wo: torch.Tensor  # (H, Hq*D)
+    bo: torch.Tensor  # (H,)
+    sinks: torch.Tensor  # (Hq,)
+
+
+@dataclass
+class MoEWeights:
+    norm: torch.Tensor  # (H,) fp32
+    router_w: torch.Tensor  # (E, H)
+    router_b: torch.Tensor  # (E,)
+    mlp1_blocks: torch.Tensor  # (E, 2I, H/32, 16) uint8, rows interleave gate (even) and linear (odd)
+    mlp1_scales: torch.Tensor  # (E, 2I, H/32) uint8
+    mlp1_bias: torch.Tensor  # (E, 2I)
+    mlp2_blocks: torch.Tensor  # (E, H, I/32, 16) uint8
+    mlp2_scales: torch.Tensor  # (E, H, I/32) uint8
+    mlp2_bias: torch.Tensor  # (E, H)
+
+
+@dataclass
+class LayerWeights:
+    attn: AttentionWeights
+    moe: MoEWeights
+
+
+@dataclass
+class Weights:
+    embedding: torch.Tensor  # (V, H)
+    layers: list[LayerWeights]
+    norm: torch.Tensor  # (H,) fp32
+    unembedding: torch.Tensor  # (V, H)
+
+
+def rms_norm(x: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
+    t = x.float()
+    t = t * torch.rsqrt(t.pow(2).mean(dim=-1, keepdim=True) + eps)
+    return (t * scale).to(x.dtype)
+
+
+class Rope:
+    """YaRN-scaled rotary embedding: per-dimension blend of original and 1/factor frequencies, and a
+    'concentration' factor 0.1*ln(factor)+1 multiplied into both cos and sin (so q.k scales by its square)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        d_half = cfg.head_dim // 2
+        freq = cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim)  # (D/2,)
+        if cfg.rope_scaling_factor > 1.0:
+            self.concentration = 0.1 * math.log(cfg.rope_scaling_factor) + 1.0
+            low, high = yarn_low_high(cfg)
+            interpolation = 1.0 / (cfg.rope_scaling_factor * freq)
+            extrapolation = 1.0 / freq
+            ramp = (torch.arange(d_half, dtype=torch.float32) - low) / (high - low)
+            mask = 1 - ramp.clamp(0, 1)  # 1 = keep the original frequency, 0 = fully interpolated
+            self.inv_freq = interpolation * (1 - mask) + extrapolation * mask
+        else:
+            self.concentration = 1.0
+            self.inv_freq = 1.0 / freq
+
+    def cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        angles = positions.float()[:, None] * self.inv_freq[None, :]  # (T, D/2)
+        return torch.cos(angles) * self.concentration, torch.sin(angles) * self.concentration
+
+    @staticmethod
+    def apply(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        # Half-split ("NeoX") rotation: dimension j pairs with j + D/2.
+        x1, x2 = x.float().chunk(2, dim=-1)  # (T, heads, D/2) each
+        c, s = cos[:, None, :], sin[:, None, :]
+        return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1).to(x.dtype)
+
+
+class Transformer:
+    def __init__(self, cfg: ModelConfig, weights: Weights) -> None:
+        self.cfg = cfg
+        self.w = weights
+        self.rope = Rope(cfg)
+        self.sm_scale = 1.0 / math.sqrt(cfg.head_dim)
+
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+        """tokens (T,) at absolute `positions` (T,) -> final hidden states (T, H). With `cache`, the keys and values
+        of earlier positions come from it and this chunk's are added to it; without, the chunk is the sequence."""
+        x = self.w.embedding[tokens]  # (T, H)
+        cos, sin = self.rope.cos_sin(positions)
+        for i, layer in enumerate(self.w.layers):
+            x = x + self.attention(x, layer.attn, i, positions, cos, sin, cache)
+            x = x + self.moe(x, layer.moe)
+        return rms_norm(x, self.w.norm, self.cfg.rms_norm_eps)
+
+    def unembed(self, h: torch.Tensor) -> torch.Tensor:
+        return F.linear(h, self.w.unembedding).float()  # (T, V), no bias, no softcap
+
+    def attention(
+        self,
+        x: torch.Tensor,
+        a: AttentionWeights,
+        layer: int,
+        positions: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: KVCache | None,
+    ) -> torch.Tensor:
+        cfg, T = self.cfg, x.shape[0]
+        t = rms_norm(x, a.norm, cfg.rms_norm_eps)
+        q = F.linear(t, a.wq, a.bq).view(T, cfg.num_attention_heads, cfg.head_dim)  # (T, Hq, D)
+        k = F.linear(t, a.wk, a.bk).view(T, cfg.num_key_value_heads, cfg.head_dim)  # (T, Hkv, D)
+        v = F.linear(t, a.wv, a.bv).view(T, cfg.num_key_value_heads, cfg.head_dim)  # (T, Hkv, D)
+        q, k = Rope.apply(q, cos, sin), Rope.apply(k, cos, sin)
+        k_pos = positions
+        if cache is not None:
+            k, v, k_pos = cache.layers[layer].update(k, v, positions)  # (S, Hkv, D), (S,)
+        window = cfg.sliding_window if cfg.is_sliding(layer) else 0
+        o = ops.attention(q, k, v, a.sinks, positions, k_pos, window, self.sm_scale)  # (T, Hq*D)
+        return F.linear(o, a.wo, a.bo)  # (T, H)
+
+    def moe(self, x: torch.Tensor, m: MoEWeights) -> torch.Tensor:
+        cfg = self.cfg
+        t = rms_norm(x, m.norm, cfg.rms_norm_eps)
+        g = F.linear(t, m.router_w, m.router_b).float()  # (T, E)
+        # Top-k first, then a softmax over only the k selected logits.
+        vals, idx = torch.topk(g, cfg.experts_per_token, dim=-1, sorted=True)  # (T, k)
+        w = torch.softmax(vals, dim=-1)  # (T, k)
+        return ops.moe_experts(
+            t, idx, w,
+            m.mlp1_blocks, m.mlp1_scales, m.mlp1_bias,
+            m.mlp2_blocks, m.mlp2_scales, m.mlp2_bias,
+            cfg.swiglu_limit,
+        )  # fmt: skip

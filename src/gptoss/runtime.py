@@ -1,0 +1,114 @@
+"""The public model object: load a checkpoint, get logits, generate token ids. Knows nothing of text."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+from gptoss.config import ModelConfig
+from gptoss.errors import InputError
+from gptoss.kv_cache import KVCache
+from gptoss.model import Transformer
+from gptoss.sampling import SamplingParams, make_generator, sample
+from gptoss.weights import load_weights, open_checkpoint
+
+PREFILL_CHUNK = 256  # tokens per prefill step: bounds the attention scores' memory on long prompts
+
+
+class Model:
+    def __init__(self, transformer: Transformer, device: torch.device, dtype: torch.dtype, context_length: int):
+        self.transformer = transformer
+        self.config: ModelConfig = transformer.cfg
+        self.device = device
+        self.dtype = dtype
+        self.context_length = context_length
+
+    def check_tokens(self, token_ids: Sequence[int]) -> torch.Tensor:
+        if len(token_ids) == 0:
+            raise InputError("empty prompt: at least one token id is needed")
+        V = self.config.vocab_size
+        for i, t in enumerate(token_ids):
+            if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < V:
+                raise InputError(f"token id {t!r} at index {i} is outside the vocabulary (0..{V - 1})")
+        return torch.tensor(list(token_ids), dtype=torch.long, device=self.device)
+
+    @torch.inference_mode()
+    def logits(self, token_ids: Sequence[int]) -> torch.Tensor:
+        """Full forward over the whole sequence, no cache -> (T, V) float32 logits."""
+        tokens = self.check_tokens(token_ids)
+        if len(tokens) > self.context_length:
+            raise InputError(f"context overflow: {len(tokens)} tokens exceed the context limit of {self.context_length}")
+        positions = torch.arange(len(tokens), device=self.device)
+        return self.transformer.unembed(self.transformer.forward(tokens, positions, cache=None))
+
+    def new_cache(self) -> KVCache:
+        return KVCache(self.config, self.context_length, self.dtype, self.device)
+
+    @torch.inference_mode()
+    def prefill(self, cache: KVCache, tokens: torch.Tensor, chunk: int = PREFILL_CHUNK) -> torch.Tensor:
+        """Feeds tokens (T,) through the cache in chunks -> (V,) logits of the last token."""
+        cache.positions(len(tokens))  # fail on overflow before any work
+        h = torch.empty(0)
+        for start in range(0, len(tokens), chunk):
+            part = tokens[start : start + chunk]
+            h = self.transformer.forward(part, cache.positions(len(part)), cache)
+            cache.position += len(part)
+        return self.transformer.unembed(h[-1:])[0]
+
+    def generate(
+        self,
+        token_ids: Sequence[int],
+        max_tokens: int | None = None,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        min_p: float = 0.0,
+        seed: int | None = None,
+        stop_tokens: Sequence[int] = (),
+    ) -> Iterator[int]:
+        """Yields sampled token ids; stops after yielding a stop token, after max_tokens, or at the context limit."""
+        params = SamplingParams(temperature, top_p, top_k, min_p, seed, max_tokens, frozenset(stop_tokens))
+        return self.generate_with(token_ids, params)
+
+    def generate_with(self, token_ids: Sequence[int], params: SamplingParams) -> Iterator[int]:
+        tokens = self.check_tokens(token_ids)
+        room = self.context_length - len(tokens)
+        if room <= 0 or (params.max_tokens is not None and params.max_tokens > room):
+            asked = "" if params.max_tokens is None else f" + max_tokens {params.max_tokens}"
+            raise InputError(
+                f"context overflow: prompt of {len(tokens)} tokens{asked} exceeds the context limit of "
+                f"{self.context_length}"
+            )
+        return self._decode_loop(tokens, params, room if params.max_tokens is None else params.max_tokens)
+
+    @torch.inference_mode()
+    def _decode_loop(self, tokens: torch.Tensor, params: SamplingParams, budget: int) -> Iterator[int]:
+        generator = make_generator(params.seed)
+        cache = self.new_cache()
+        logits = self.prefill(cache, tokens)
+        for _ in range(budget):
+            token = sample(logits, params, generator)
+            yield token
+            if token in params.stop_tokens:
+                return
+            logits = self.prefill(cache, torch.tensor([token], device=self.device))
+
+
+def load(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    context_length: int | None = None,
+) -> Model:
+    """Loads a gpt-oss checkpoint (Hugging Face root or `original/` folder). dtype None keeps the checkpoint's
+    (bf16); context_length None allows the model's full trained context (131072 for the released models)."""
+    ckpt = open_checkpoint(path)
+    dev = torch.device(device)
+    dt = dtype or torch.bfloat16
+    limit = context_length or ckpt.config.max_context
+    if not 0 < limit <= ckpt.config.max_context:
+        raise InputError(f"context_length {limit} must be in 1..{ckpt.config.max_context} for this model")
+    weights = load_weights(ckpt, dt, dev)
+    return Model(Transformer(ckpt.config, weights), dev, dt, limit)
