@@ -47,20 +47,38 @@ class ModelConfig:
             if not ok:
                 raise ConfigError(f"invalid config: {what}")
 
-        for name in ("num_hidden_layers", "num_experts", "experts_per_token", "vocab_size", "hidden_size",
-                     "intermediate_size", "head_dim", "num_attention_heads", "num_key_value_heads",
-                     "initial_context_length"):
+        for name in (
+            "num_hidden_layers",
+            "num_experts",
+            "experts_per_token",
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "head_dim",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "initial_context_length",
+        ):
             need(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
-        need(self.experts_per_token <= self.num_experts,
-             f"experts_per_token ({self.experts_per_token}) > num_experts ({self.num_experts})")
-        need(self.num_attention_heads % self.num_key_value_heads == 0,
-             f"num_attention_heads ({self.num_attention_heads}) is not a multiple of num_key_value_heads "
-             f"({self.num_key_value_heads})")
+        need(
+            self.experts_per_token <= self.num_experts,
+            f"experts_per_token ({self.experts_per_token}) > num_experts ({self.num_experts})",
+        )
+        need(
+            self.num_attention_heads % self.num_key_value_heads == 0,
+            f"num_attention_heads ({self.num_attention_heads}) is not a multiple of num_key_value_heads "
+            f"({self.num_key_value_heads})",
+        )
         need(self.head_dim % 2 == 0, f"head_dim ({self.head_dim}) must be even for rotary embeddings")
         for name in ("hidden_size", "intermediate_size"):
-            need(getattr(self, name) % 32 == 0, f"{name} ({getattr(self, name)}) must be a multiple of 32 (MXFP4)")
-        need(len(self.layer_types) == self.num_hidden_layers,
-             f"layer_types has {len(self.layer_types)} entries for {self.num_hidden_layers} layers")
+            need(
+                getattr(self, name) % 32 == 0,
+                f"{name} ({getattr(self, name)}) must be a multiple of 32 (MXFP4)",
+            )
+        need(
+            len(self.layer_types) == self.num_hidden_layers,
+            f"layer_types has {len(self.layer_types)} entries for {self.num_hidden_layers} layers",
+        )
         bad = [t for t in self.layer_types if t not in (SLIDING, FULL)]
         need(not bad, f"unknown layer type(s) {sorted(set(bad))}; expected {SLIDING!r} or {FULL!r}")
         need(self.sliding_window > 0 or SLIDING not in self.layer_types, "sliding_window must be positive")
@@ -109,8 +127,12 @@ class ModelConfig:
             "num_key_value_heads": self.num_key_value_heads,
             "output_router_logits": False,
             "quantization_config": {
-                "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
-                                           "model.embed_tokens", "lm_head"],
+                "modules_to_not_convert": [
+                    "model.layers.*.self_attn",
+                    "model.layers.*.mlp.router",
+                    "model.embed_tokens",
+                    "lm_head",
+                ],
                 "quant_method": "mxfp4",
             },
             "rms_norm_eps": self.rms_norm_eps,
@@ -137,9 +159,21 @@ PRESETS: dict[str, ModelConfig] = {
     "gpt-oss-120b": ModelConfig(),
     "gpt-oss-20b": ModelConfig(num_hidden_layers=24, num_experts=32),
     # Small enough for tests: every feature of the real model (sinks, window, GQA, YaRN, top-k < E) at toy size.
-    "tiny": ModelConfig(num_hidden_layers=4, num_experts=8, experts_per_token=2, vocab_size=1024, hidden_size=64,
-                        intermediate_size=64, head_dim=16, num_attention_heads=4, num_key_value_heads=2,
-                        sliding_window=8, initial_context_length=64, rope_scaling_factor=4.0, rope_ntk_beta=8.0),
+    "tiny": ModelConfig(
+        num_hidden_layers=4,
+        num_experts=8,
+        experts_per_token=2,
+        vocab_size=1024,
+        hidden_size=64,
+        intermediate_size=64,
+        head_dim=16,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        sliding_window=8,
+        initial_context_length=64,
+        rope_scaling_factor=4.0,
+        rope_ntk_beta=8.0,
+    ),
 }
 PRESETS["20b"] = PRESETS["gpt-oss-20b"]
 PRESETS["120b"] = PRESETS["gpt-oss-120b"]
@@ -153,8 +187,17 @@ def _require(d: dict[str, Any], key: str, path: Path) -> Any:
 
 def from_original_dict(d: dict[str, Any], path: Path) -> ModelConfig:
     known = {f.name for f in dataclasses.fields(ModelConfig)}
-    required = known - {"rms_norm_eps", "layer_types", "swiglu_limit", "rope_ntk_alpha", "rope_ntk_beta",
-                        "rope_scaling_factor", "rope_theta", "initial_context_length", "sliding_window"}
+    required = known - {
+        "rms_norm_eps",
+        "layer_types",
+        "swiglu_limit",
+        "rope_ntk_alpha",
+        "rope_ntk_beta",
+        "rope_scaling_factor",
+        "rope_theta",
+        "initial_context_length",
+        "sliding_window",
+    }
     for key in sorted(required):
         _require(d, key, path)
     kwargs = {k: v for k, v in d.items() if k in known}
@@ -194,8 +237,7 @@ def from_hf_dict(d: dict[str, Any], path: Path) -> ModelConfig:
         "num_attention_heads": _require(d, "num_attention_heads", path),
         "num_key_value_heads": _require(d, "num_key_value_heads", path),
         "sliding_window": d.get("sliding_window") or 128,
-        "initial_context_length": rope.get("original_max_position_embeddings",
-                                           d.get("initial_context_length", 4096)),
+        "initial_context_length": rope.get("original_max_position_embeddings", d.get("initial_context_length", 4096)),
         "rope_theta": rope.get("rope_theta", d.get("rope_theta", 150000.0)),
         "rope_scaling_factor": rope.get("factor", 1.0) if rope else 1.0,
         "rope_ntk_alpha": rope.get("beta_slow", 1.0),

@@ -35,7 +35,7 @@ class FullLayerCache:
     def update(
         self, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        T, end = k.shape[0], self.length + k.shape[0]
+        end = self.length + k.shape[0]
         if end > self.limit:
             raise InputError(f"context overflow: {end} tokens exceed the cache limit of {self.limit}")
         self._reserve(end)

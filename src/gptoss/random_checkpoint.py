@@ -159,14 +159,18 @@ class _ShardWriter:
             self._flush()
         n = len(self.parts)
         final = [
-            self.directory / (f"{self.stem}.safetensors" if n == 1 else f"{self.stem}-{k + 1:05d}-of-{n:05d}.safetensors")
+            self.directory
+            / (f"{self.stem}.safetensors" if n == 1 else f"{self.stem}-{k + 1:05d}-of-{n:05d}.safetensors")
             for k in range(n)
         ]
         for (tmp, _), path in zip(self.parts, final, strict=True):
             tmp.replace(path)
         if write_index and n > 1:
             weight_map = {name: path.name for (_, names), path in zip(self.parts, final, strict=True) for name in names}
-            index = {"metadata": {"total_size": self.total_bytes}, "weight_map": dict(sorted(weight_map.items()))}
+            index = {
+                "metadata": {"total_size": self.total_bytes},
+                "weight_map": dict(sorted(weight_map.items())),
+            }
             (self.directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 

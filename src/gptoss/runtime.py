@@ -39,7 +39,9 @@ class Model:
         """Full forward over the whole sequence, no cache -> (T, V) float32 logits."""
         tokens = self.check_tokens(token_ids)
         if len(tokens) > self.context_length:
-            raise InputError(f"context overflow: {len(tokens)} tokens exceed the context limit of {self.context_length}")
+            raise InputError(
+                f"context overflow: {len(tokens)} tokens exceed the context limit of {self.context_length}"
+            )
         positions = torch.arange(len(tokens), device=self.device)
         return self.transformer.unembed(self.transformer.forward(tokens, positions, cache=None))
 

@@ -25,7 +25,10 @@ class SamplingParams:
             (0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}"),
             (self.top_k >= 0, f"top_k must be >= 0, got {self.top_k}"),
             (0 <= self.min_p <= 1, f"min_p must be in [0, 1], got {self.min_p}"),
-            (self.max_tokens is None or self.max_tokens >= 0, f"max_tokens must be >= 0, got {self.max_tokens}"),
+            (
+                self.max_tokens is None or self.max_tokens >= 0,
+                f"max_tokens must be >= 0, got {self.max_tokens}",
+            ),
         ]
         for ok, message in checks:
             if not ok:

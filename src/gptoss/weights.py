@@ -250,4 +250,3 @@ def load_weights(ckpt: Checkpoint, dtype: torch.dtype, device: torch.device) -> 
             f"{', '.join(extra[:3])}{more}"
         )
     return weights
-

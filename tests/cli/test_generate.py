@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gptoss.cli.__main__ import main
+
+
+def test_generate_prints_ids(tiny_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [
+        "generate",
+        "--model",
+        str(tiny_dir),
+        "--tokens",
+        "1,2,3",
+        "--max-tokens",
+        "5",
+        "--temperature",
+        "0",
+    ]
+    assert main(args) == 0
+    ids = [int(t) for t in capsys.readouterr().out.strip().split(",")]
+    assert len(ids) == 5 and all(0 <= t < 1024 for t in ids)
+    assert main([*args, "--dtype", "fp32"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--tokens", "1,x"], "--tokens must be comma-separated integers, got '1,x'"),
+        (["--tokens", "1,99999"], "token id 99999 at index 1 is outside the vocabulary"),
+        (["--tokens", "1", "--top-p", "0"], "top_p must be in"),
+    ],
+)
+def test_generate_errors(tiny_dir: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str) -> None:
+    assert main(["generate", "--model", str(tiny_dir), "--tokens", "1", *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_generate_missing_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["generate", "--model", str(tmp_path / "nope"), "--tokens", "1"]) == 2
+    assert "no such directory" in capsys.readouterr().err
