@@ -44,12 +44,24 @@ def test_sharded_hf_checkpoint_loads_identically(tmp_path: Path, tiny_dir: Path)
     assert torch.equal(a, gptoss.load(tiny_dir, dtype=torch.float32).logits(ids))
 
 
+def file_mappings(path: Path) -> list[tuple[int, int]]:
+    spans = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5] == str(path.resolve()):
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            spans.append((lo, hi))
+    return spans
+
+
 def test_weights_stay_memory_mapped(tiny_dir: Path) -> None:
-    """bf16 load copies nothing: tensors are views of the safetensors file mapping."""
+    """A bf16 load copies nothing: the weights (experts included) point into the file's memory mapping."""
     model = gptoss.load(tiny_dir)
+    spans = file_mappings(tiny_dir / "model.safetensors")
+    assert spans, "the checkpoint file is not memory-mapped"
     layer = model.transformer.w.layers[0]
-    for t in (model.transformer.w.embedding, layer.attn.wq, layer.moe.mlp1_blocks):
-        assert not t.untyped_storage().resizable()  # file-backed storages are not resizable
+    for t in (model.transformer.w.embedding, layer.attn.wq, layer.moe.mlp1_blocks, layer.moe.mlp2_scales):
+        assert any(lo <= t.data_ptr() < hi for lo, hi in spans)
 
 
 @pytest.fixture()
