@@ -99,6 +99,7 @@ class StreamableParser:
         self._header_tokens: list[int] = []
         self._header: Header | None = None
         self._content = ""
+        self._content_tokens: list[int] = []  # openai-harmony re-encodes each delta; state_data shows these
         self._pending = b""
         self._last_delta: str | None = None
         self._tokens: list[int] = []
@@ -148,7 +149,7 @@ class StreamableParser:
         if self._state is StreamState.HEADER:
             return {"state": "Header", "header_tokens": list(self._header_tokens)}
         if self._state is StreamState.CONTENT and self._header is not None:
-            tokens = self._tk.encode_ordinary(self._content)
+            tokens = list(self._content_tokens)
             return {"state": "Content", "header": self._header.to_dict(), "content_tokens": tokens}
         return {"state": "ExpectStart"}
 
@@ -190,7 +191,7 @@ class StreamableParser:
         self._header = header
         self._next_role = None
         self._header_tokens = []
-        self._content, self._pending = "", b""
+        self._content, self._pending, self._content_tokens = "", b"", []
 
     def _finish(self) -> None:
         assert self._header is not None
@@ -198,7 +199,7 @@ class StreamableParser:
         if self._pending and not self.strict:
             self._repair(RepairKind.INVALID_UTF8, "message ended inside a UTF-8 character", self._pending)
         self._append_message(self._header, self._content + tail)
-        self._header, self._content, self._pending = None, "", b""
+        self._header, self._content, self._pending, self._content_tokens = None, "", b"", []
 
     def _append_message(self, header: Header, text: str) -> None:
         message = Message(header.author, [TextContent(text)], header.channel, header.recipient, header.content_type)
@@ -214,6 +215,7 @@ class StreamableParser:
                 more, self._pending = self._decode_prefix(self._pending)
                 delta += more
         self._content += delta
+        self._content_tokens += self._tk.encode_ordinary(delta)
         self._last_delta = delta or None
 
     def _pending_is_incomplete(self) -> bool:

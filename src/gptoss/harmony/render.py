@@ -33,13 +33,14 @@ FUNCTIONS_LINE = "\nCalls to these tools must go to the commentary channel: 'fun
 
 
 def rust_lines(text: str) -> list[str]:
-    """Rust's `str::lines()`: split on LF, drop one CR before it, no empty line after a final LF."""
-    if not text:
-        return []
-    lines = text.split("\n")
-    if lines[-1] == "":
+    """Rust's `str::lines()`: split on LF or CRLF, no empty line after a final LF; a CR not before LF stays."""
+    lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    last = text.rsplit("\n", 1)[-1]
+    if last:
+        lines[-1] = last  # the last piece had no LF after it, so a CR ending it is not a line ending
+    else:
         lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
+    return lines
 
 
 def namespace_section(ns: ToolNamespaceConfig) -> str:

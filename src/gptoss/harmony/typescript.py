@@ -3,7 +3,7 @@
 This reproduces openai-harmony's renderer exactly, quirks included, because the model was trained on its output:
 a nested object's closing brace is not dedented, an object's description is printed twice, `anyOf`/`$ref`/`const`
 become `any`, string defaults are not escaped, and literal values (defaults) print the way Rust's serde_json
-prints them, which differs from Python's json module for floats (`1e21` vs `1e+21`, `1e20` spelled out).
+prints them, which differs from Python's json module for floats (`1e16` vs `1e+16`, `1e-5` vs `1e-05`).
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ def ryu_float(x: float) -> str:
     digits = "".join(map(str, digit_tuple)).rstrip("0")
     k = int(exponent) + len(digit_tuple) - len(digits)  # value = digits * 10**k
     kk = len(digits) + k  # position of the decimal point
-    if k >= 0 and kk <= 21:
+    if k >= 0 and kk <= 16:
         body = digits + "0" * k + ".0"
-    elif 0 < kk <= 21:
+    elif 0 < kk <= 16:
         body = digits[:kk] + "." + digits[kk:]
-    elif -6 < kk <= 0:
+    elif -5 < kk <= 0:
         body = "0." + "0" * -kk + digits
     elif len(digits) == 1:
         body = f"{digits}e{kk - 1}"

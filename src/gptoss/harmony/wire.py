@@ -103,15 +103,20 @@ def channel_config_from_dict(data: object, where: str) -> ChannelConfig | None:
 
 
 def system_from_dict(obj: dict[str, Any], where: str) -> SystemContent:
-    effort = obj.get("reasoning_effort")
-    return SystemContent(
-        model_identity=optional_str(obj, "model_identity", where),
-        reasoning_effort=None if effort is None else parse_reasoning_effort(effort, f"{where}.reasoning_effort"),
-        conversation_start_date=optional_str(obj, "conversation_start_date", where),
-        knowledge_cutoff=optional_str(obj, "knowledge_cutoff", where),
-        channel_config=channel_config_from_dict(obj.get("channel_config"), f"{where}.channel_config"),
-        tools=tools_from_dict(obj.get("tools"), f"{where}.tools"),
-    )
+    """An absent key takes SystemContent's default (as openai-harmony's pydantic model does); null means None."""
+    fields: dict[str, Any] = {}
+    for key in ("model_identity", "conversation_start_date", "knowledge_cutoff"):
+        if key in obj:
+            fields[key] = optional_str(obj, key, where)
+    if "reasoning_effort" in obj:
+        effort = obj["reasoning_effort"]
+        fields["reasoning_effort"] = (
+            None if effort is None else parse_reasoning_effort(effort, f"{where}.reasoning_effort")
+        )
+    if "channel_config" in obj:
+        fields["channel_config"] = channel_config_from_dict(obj["channel_config"], f"{where}.channel_config")
+    fields["tools"] = tools_from_dict(obj.get("tools"), f"{where}.tools")
+    return SystemContent(**fields)
 
 
 def developer_from_dict(obj: dict[str, Any], where: str) -> DeveloperContent:
