@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from gptoss.cli.bench import peak_rss_gb, rss_gb
+
+__all__ = ["CACHE", "cpu_model", "emit", "peak_rss_gb", "random_checkpoint", "rss_gb"]
 
 CACHE = Path(os.environ.get("GPTOSS_BENCH_CACHE", Path(__file__).parent / ".cache"))
 
@@ -28,15 +31,6 @@ def random_checkpoint(preset: str, layout: str = "hf") -> Path:
         subprocess.run([*cmd, "--out", str(path)], check=True)
         done.write_text(f"{time.perf_counter() - t:.1f}s\n")
     return path
-
-
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # ru_maxrss is KiB on Linux
-
-
-def rss_gb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9
 
 
 def cpu_model() -> str:

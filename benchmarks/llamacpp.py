@@ -147,10 +147,25 @@ def prepare(preset: str) -> Path:
     # bf16 is what the converter's "auto" picks for the official checkpoint (its dense tensors are bf16).
     cmd = [sys.executable, str(script), str(src), "--outfile", str(tmp), "--outtype", "bf16"]
     subprocess.run(cmd, check=True, cwd=script.parent)
+    types = tensor_types(tmp)
     tmp.replace(out)
     convert_s = time.perf_counter() - t
-    done.write_text(json.dumps({"llama_cpp_python": version, "tokenizer_s": tok_s, "convert_s": convert_s}) + "\n")
+    info = {"llama_cpp_python": version, "tokenizer_s": tok_s, "convert_s": convert_s, "tensor_types": types}
+    done.write_text(json.dumps(info) + "\n")
     return out
+
+
+def tensor_types(path: Path) -> dict[str, int]:
+    """How many tensors of each GGML type the GGUF holds; fails unless every expert matrix is MXFP4."""
+    import gguf
+
+    counts: dict[str, int] = {}
+    for tensor in gguf.GGUFReader(path).tensors:
+        kind = tensor.tensor_type.name
+        counts[kind] = counts.get(kind, 0) + 1
+        if tensor.name.endswith("_exps.weight") and kind != "MXFP4":
+            raise RuntimeError(f"{path}: expert tensor {tensor.name} is {kind}, expected MXFP4")
+    return counts
 
 
 def rss_anon_gb() -> float:

@@ -1,0 +1,78 @@
+"""`gptoss bench`: load time, resident memory, prefill and decode speed of a checkpoint on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import time
+from typing import Any
+
+HELP = "measure load time, memory, prefill and decode tokens/s on this machine"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="checkpoint folder")
+    p.add_argument("--prompt-tokens", type=int, default=512)
+    p.add_argument("--decode-tokens", type=int, default=128)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--json", action="store_true", help="print only the JSON result")
+
+
+def rss_gb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # ru_maxrss is KiB on Linux
+
+
+def measure(model_dir: str, prompt_tokens: int, decode_tokens: int, threads: int | None) -> dict[str, Any]:
+    """Loads the checkpoint, prefills a random prompt (seed 0), then decodes greedily; returns the numbers."""
+    import torch
+
+    import gptoss
+    from gptoss import ops
+
+    if threads:
+        torch.set_num_threads(threads)
+    t = time.perf_counter()
+    model = gptoss.load(model_dir, context_length=prompt_tokens + decode_tokens + 1)
+    load_s = time.perf_counter() - t
+    rss_after_load = rss_gb()
+    prompt = torch.randint(0, model.config.vocab_size, (prompt_tokens,), generator=torch.Generator().manual_seed(0))
+    cache = model.new_cache()
+    t = time.perf_counter()
+    logits = model.prefill(cache, prompt)
+    prefill_s = time.perf_counter() - t
+    t = time.perf_counter()
+    for _ in range(decode_tokens):
+        logits = model.prefill(cache, logits.argmax().view(1))
+    decode_s = time.perf_counter() - t
+    return {
+        "ops_backend": ops.BACKEND,
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "threads": torch.get_num_threads(),
+        "load_s": round(load_s, 2),
+        "rss_after_load_gb": round(rss_after_load, 2),
+        "peak_rss_gb": round(peak_rss_gb(), 2),
+        "prefill_tokens": prompt_tokens,
+        "prefill_tok_s": round(prompt_tokens / prefill_s, 3),
+        "decode_tokens": decode_tokens,
+        "decode_tok_s": round(decode_tokens / decode_s, 4) if decode_tokens else None,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from gptoss.cli.__main__ import UserError
+
+    if args.prompt_tokens < 1 or args.decode_tokens < 0:
+        raise UserError("--prompt-tokens must be >= 1 and --decode-tokens >= 0")
+    result = measure(args.model, args.prompt_tokens, args.decode_tokens, args.threads)
+    if not args.json:
+        for k, v in result.items():
+            print(f"{k:<18} {v}")
+    print(json.dumps(result))
+    return 0
