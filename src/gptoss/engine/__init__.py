@@ -1,0 +1,26 @@
+"""The engine seam: token ids and sampling params in, an async stream of token ids out. Knows no text or HTTP."""
+
+from gptoss.engine.engine import (
+    Engine,
+    EngineNotReadyError,
+    EngineStats,
+    Finish,
+    Generation,
+    GenerationStats,
+    QueueFullError,
+)
+from gptoss.engine.source import ModelSource, TokenEvent, TokenSource, output_budget
+
+__all__ = [
+    "Engine",
+    "EngineNotReadyError",
+    "EngineStats",
+    "Finish",
+    "Generation",
+    "GenerationStats",
+    "ModelSource",
+    "QueueFullError",
+    "TokenEvent",
+    "TokenSource",
+    "output_budget",
+]
