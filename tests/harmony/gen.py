@@ -16,9 +16,46 @@ from gptoss.harmony import ToolNamespaceConfig
 from gptoss.harmony import tokenizer as tok
 
 WORDS = [
-    "hello", " world", "the", " weather", "\n", "\n\n", " ", "  ", "\t", "naïve", "🤖", "👩‍💻", "数据", "é", "Ω",
-    "<|end|>", "<|start|>", "<|channel|>", "x", "A", "'s", "123", "3.14", "\r\n", "\r", "—", "{", "}", '"', "\\",
-    "to=", ":", "json", "final", "  trailing ", "\u00a0", "\u2003", "```python", "print(1)", "-1",
+    "hello",
+    " world",
+    "the",
+    " weather",
+    "\n",
+    "\n\n",
+    " ",
+    "  ",
+    "\t",
+    "naïve",
+    "🤖",
+    "👩‍💻",
+    "数据",
+    "é",
+    "Ω",
+    "<|end|>",
+    "<|start|>",
+    "<|channel|>",
+    "x",
+    "A",
+    "'s",
+    "123",
+    "3.14",
+    "\r\n",
+    "\r",
+    "—",
+    "{",
+    "}",
+    '"',
+    "\\",
+    "to=",
+    ":",
+    "json",
+    "final",
+    "  trailing ",
+    "\u00a0",
+    "\u2003",
+    "```python",
+    "print(1)",
+    "-1",
 ]
 FLOATS = [0.1, 1.5, 2.0, -0.0, 1e20, 1e15, 1e16, 1e-4, 1e-5, 1.5e-5, 1e-6, 123456.789, -2.5e30, 1.2345678901234567e16]
 CHANNELS = ["analysis", "commentary", "final"]
@@ -136,7 +173,9 @@ def system_content(r: random.Random, custom_channel: str | None) -> dict[str, An
     if r.random() < 0.85:
         out["knowledge_cutoff"] = "2024-06"
     if r.random() < 0.9:
-        channels = r.choice([CHANNELS, ["analysis", "final"], [], ["final"]]) + ([custom_channel] if custom_channel else [])
+        channels = r.choice([CHANNELS, ["analysis", "final"], [], ["final"]]) + (
+            [custom_channel] if custom_channel else []
+        )
         out["channel_config"] = {"valid_channels": channels, "channel_required": r.random() < 0.8}
     tools = system_tools(r)
     if tools is not None:
@@ -289,7 +328,9 @@ def model_header(r: random.Random, encode: Any) -> list[int]:
     return header
 
 
+# special tokens, and byte tokens that are not UTF-8 on their own (b"\xf0", b"\x9f", b"\xff", b" \xf0\x9f")
 MUTATION_TOKENS = [tok.START, tok.END, tok.MESSAGE, tok.CHANNEL, tok.CONSTRAIN, tok.RETURN, tok.CALL, 200014]
+BYTE_TOKENS = [172, 253, 187, 9552]
 
 
 def mutate(r: random.Random, tokens: list[int]) -> list[int]:
@@ -299,11 +340,13 @@ def mutate(r: random.Random, tokens: list[int]) -> list[int]:
         if not out:
             break
         i = r.randrange(len(out))
-        op = r.randrange(5)
-        if op == 0:
+        op = r.randrange(6)
+        if op == 5:
+            out[i:i] = r.choices(BYTE_TOKENS, k=3)  # a run of broken bytes: invalid UTF-8 mid-content
+        elif op == 0:
             del out[i]
         elif op == 1:
-            out.insert(i, r.choice(MUTATION_TOKENS))
+            out.insert(i, r.choice(MUTATION_TOKENS if r.random() < 0.7 else BYTE_TOKENS))
         elif op == 2:
             out.insert(i, out[i])
         elif op == 3 and i + 1 < len(out):

@@ -157,11 +157,13 @@ def salvage_role(parts: list[str], role: Role | None, default_role: Role, notes:
 
 
 def salvage_channel(text: str, notes: list[str]) -> tuple[str | None, str]:
-    try:
-        return take_channel(text)
-    except HarmonyError:
-        notes.append("channel marker without a value; channel left empty")
-        return None, text.replace(CHANNEL_MARKER, " ", 1)
+    """The first `<|channel|>` that has a value; markers without one are dropped."""
+    while True:
+        try:
+            return take_channel(text)
+        except HarmonyError:
+            notes.append("empty <|channel|> marker removed")
+            text = text.replace(CHANNEL_MARKER, " ", 1)
 
 
 def take_prefixed(parts: list[str], prefix: str) -> str | None:

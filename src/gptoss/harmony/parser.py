@@ -208,15 +208,15 @@ class StreamableParser:
         self._last_delta = None
 
     def _push_content(self, token: int) -> None:
-        data = self._pending + self._tk.decode_single_token_bytes(token)
-        delta, self._pending = self._decode_prefix(data)
-        if not self.strict:  # lenient: keep decoding what follows a bad sequence now, not one token later
+        pieces, self._pending = self._decode_prefix(self._pending + self._tk.decode_single_token_bytes(token))
+        if not self.strict:  # lenient: decode what follows a bad sequence now, not one token later
             while self._pending and not self._pending_is_incomplete():
                 more, self._pending = self._decode_prefix(self._pending)
-                delta += more
-        self._content += delta
-        self._content_tokens += self._tk.encode_ordinary(delta)
-        self._last_delta = delta or None
+                pieces += more
+        for piece in pieces:  # openai-harmony encodes each decoded piece on its own for state_data
+            self._content += piece
+            self._content_tokens += self._tk.encode_ordinary(piece)
+        self._last_delta = "".join(pieces) or None
 
     def _pending_is_incomplete(self) -> bool:
         try:
@@ -225,17 +225,17 @@ class StreamableParser:
             return e.start == 0 and e.reason == "unexpected end of data"
         return False
 
-    def _decode_prefix(self, data: bytes) -> tuple[str, bytes]:
-        """Decode what can be decoded: (text, bytes still held). One invalid sequence becomes one U+FFFD."""
+    def _decode_prefix(self, data: bytes) -> tuple[list[str], bytes]:
+        """Decode what can be decoded: (text pieces, bytes still held). One invalid sequence becomes one U+FFFD."""
         try:
-            return data.decode("utf-8"), b""
+            return [data.decode("utf-8")], b""
         except UnicodeDecodeError as e:
-            text = data[: e.start].decode("utf-8")
+            pieces = [data[: e.start].decode("utf-8")] if e.start else []
             if e.reason == "unexpected end of data":
-                return text, data[e.start :]
+                return pieces, data[e.start :]
             if not self.strict:
                 self._repair(RepairKind.INVALID_UTF8, "bytes that are not UTF-8 became U+FFFD", data[e.start : e.end])
-            return text + "\ufffd", data[e.end :]
+            return [*pieces, "\ufffd"], data[e.end :]
 
     def _repair(self, kind: RepairKind, detail: str, dropped: bytes = b"") -> None:
         self.repairs.append(Repair(kind, len(self._tokens) - 1, detail, dropped))
@@ -315,7 +315,7 @@ class StreamableParser:
             return data.decode("utf-8", errors="replace")
 
     def _lenient_parse_header(self, text: str) -> Header:
-        reason = "message began without <|start|>"
+        reason = ""
         if not self._implicit:  # an implicit header's first word is not a tool name, so skip the strict reading
             try:
                 return self._fix_constrain(parse_header(text, self._next_role))
@@ -323,7 +323,7 @@ class StreamableParser:
                 reason = str(e)
         salvage = salvage_header(text, self._next_role, self._default_role)
         if salvage.notes or not self._implicit:
-            detail = "; ".join([reason, *salvage.notes])
+            detail = "; ".join(salvage.notes if self._implicit else [reason, *salvage.notes])
             self._repair(RepairKind.BAD_HEADER, detail, salvage.leftover.encode())
         return self._fix_constrain(salvage.header)
 
