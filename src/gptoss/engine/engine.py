@@ -82,10 +82,11 @@ class Generation:
         return self._cancel.is_set()
 
     def cancel(self) -> None:
-        if not self._cancel.is_set():
-            self._cancel.set()
-            if self.on_cancel is not None:
-                self.on_cancel(self)
+        if self.stats.finish is not None or self._cancel.is_set():  # already over: nothing to stop
+            return
+        self._cancel.set()
+        if self.on_cancel is not None:
+            self.on_cancel(self)
 
     def __aiter__(self) -> Generation:
         return self

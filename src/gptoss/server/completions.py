@@ -1,0 +1,153 @@
+"""POST /v1/completions: a raw prompt (text, harmony special tokens allowed, or token ids) -> raw text.
+
+No harmony parsing here: the text is exactly what the model wrote, special tokens included (whether a turn ended
+in `<|call|>` or `<|return|>` matters to a raw client). Generation stops at those two tokens, at a stop sequence,
+or at max_tokens (default 16, as in OpenAI's API).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+
+from gptoss.engine import Finish, TokenEvent
+from gptoss.harmony import HarmonyError, IncrementalDetokenizer
+from gptoss.server.errors import ApiError, bad_request
+from gptoss.server.generation import (
+    StopMatcher,
+    Usage,
+    check_fits,
+    check_model,
+    harmony,
+    new_id,
+    now,
+    sampling,
+    stop_list,
+    stop_tokens,
+    submit,
+    usage_of,
+)
+from gptoss.server.protocol import CompletionRequest
+from gptoss.server.sse import DONE, frame, on_disconnect, sse_response
+from gptoss.server.state import ServerState
+
+
+def prompt_tokens(prompt: str | list[int]) -> list[int]:
+    if isinstance(prompt, list):
+        return prompt
+    try:
+        return harmony().encode(prompt, allowed_special="all")
+    except HarmonyError as e:
+        raise bad_request(f"cannot tokenize the prompt: {e}", "prompt") from None
+
+
+class LegacyLogprobs:
+    """The completions API's column-wise logprobs: tokens, token_logprobs, top_logprobs, text_offset."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, list[Any]] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+
+    def add(self, event: TokenEvent, offset: int) -> dict[str, list[Any]]:
+        text = harmony().decode([event.token])
+        row: dict[str, list[Any]] = {
+            "tokens": [text],
+            "token_logprobs": [event.logprob],
+            "top_logprobs": [{harmony().decode([t]): lp for t, lp in event.top_logprobs}],
+            "text_offset": [offset],
+        }
+        for key, values in row.items():
+            self.columns[key] += values
+        return row
+
+
+class CompletionRun:
+    def __init__(self, req: CompletionRequest, state: ServerState) -> None:
+        check_model(req.model, state.config.model_name)
+        tokens = prompt_tokens(req.prompt)
+        check_fits(len(tokens), req.max_tokens, state.engine.context_length, "max_tokens")
+        params = sampling(req.temperature, req.top_p, req.seed, req.max_tokens, stop_tokens())
+        self.generation = submit(state.engine, tokens, params, req.logprobs)
+        self.detokenizer = IncrementalDetokenizer(harmony().tokenizer)
+        self.matcher = StopMatcher(stop_list(req.stop))
+        self.logprobs = LegacyLogprobs() if req.logprobs is not None else None
+        self.text = ""
+        self.id, self.created, self.model, self.req = new_id("cmpl"), now(), state.config.model_name, req
+
+    async def pieces(self) -> AsyncIterator[tuple[str, dict[str, list[Any]] | None]]:
+        """(text, logprobs row) per token, cut at a stop sequence."""
+        async for event in self.generation:
+            safe = self.matcher.feed(self.detokenizer.push(event.token))
+            row = self.logprobs.add(event, len(self.text)) if self.logprobs is not None else None
+            self.text += safe
+            if safe or row:
+                yield safe, row
+            if self.matcher.stopped:
+                self.generation.cancel()
+                break
+        rest = self.matcher.feed(self.detokenizer.flush()) + self.matcher.flush()
+        self.text += rest
+        if rest:
+            yield rest, None
+
+    def finish_reason(self) -> str:
+        if self.generation.finish is Finish.ERROR:
+            raise ApiError(500, f"generation failed: {self.generation.error}", code="server_error")
+        return "length" if self.generation.finish is Finish.LENGTH and not self.matcher.stopped else "stop"
+
+    def body(self, choices: list[dict[str, Any]], usage: Usage | None = None) -> dict[str, Any]:
+        out = {"id": self.id, "object": "text_completion", "created": self.created, "model": self.model}
+        out["choices"] = choices
+        if usage is not None:
+            out["usage"] = {
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.output_tokens,
+                "total_tokens": usage.total,
+            }
+        return out
+
+
+async def create_completion(req: CompletionRequest, request: Request, state: ServerState) -> Response:
+    run = CompletionRun(req, state)
+    if req.stream:
+        return sse_response(stream_completion(run, request), state.config.keepalive_seconds)
+    try:
+        async with on_disconnect(request, run.generation.cancel):
+            async for _ in run.pieces():
+                pass
+    finally:
+        run.generation.cancel()
+    logprobs = run.logprobs.columns if run.logprobs is not None else None
+    choice = {"text": run.text, "index": 0, "logprobs": logprobs, "finish_reason": run.finish_reason()}
+    return JSONResponse(run.body([choice], usage_of(run.generation, None)))
+
+
+async def stream_completion(run: CompletionRun, request: Request) -> AsyncIterator[bytes]:
+    gone = False
+
+    def client_left() -> None:
+        nonlocal gone
+        gone = True
+        run.generation.cancel()
+
+    try:
+        async with on_disconnect(request, client_left):
+            async for text, row in run.pieces():
+                yield frame(run.body([{"text": text, "index": 0, "logprobs": row, "finish_reason": None}]))
+    finally:
+        run.generation.cancel()
+    if gone:
+        return
+    try:
+        reason = run.finish_reason()
+    except ApiError as e:
+        yield frame(e.body())
+        yield DONE
+        return
+    yield frame(run.body([{"text": "", "index": 0, "logprobs": None, "finish_reason": reason}]))
+    options = run.req.stream_options
+    if options is not None and options.include_usage:
+        yield frame(run.body([], usage_of(run.generation, None)))
+    yield DONE

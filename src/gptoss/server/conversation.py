@@ -1,0 +1,482 @@
+"""The one conversion layer every API shares: request items -> harmony conversation -> prompt tokens, and output
+tokens -> harmony messages (lenient parser) -> output items, incrementally, so streaming and non-streaming agree.
+
+Prompt rules (gpt-oss reference server + harmony format):
+- system: model identity, knowledge cutoff, current date, reasoning effort, channel rules;
+- developer (only when there is something to say): instructions (API instructions + system/developer messages,
+  in order), function tools (left out for `tool_choice: none`), the response format;
+- assistant text -> `final` channel (or `commentary` for a preamble); reasoning -> `analysis`; a function call ->
+  `commentary to=functions.NAME <|constrain|>json`; a function result -> a tool message from `functions.NAME`.
+- Reasoning from completed turns (before the last `final` answer) is dropped and reasoning in the turn still in
+  progress (a tool loop) is kept. openai-harmony's own drop rule keeps stale reasoning of every turn but the first
+  (vLLM #45048), so we drop here and render with its auto-drop off.
+- `tool_choice: required` / a named function: the prompt ends with the forced header
+  `<|channel|>commentary to=functions.[NAME <|constrain|>json<|message|>]`, so the model can only call.
+
+Output: each harmony message becomes one item: `analysis` -> reasoning, a recipient -> function call, anything
+else -> message. Whatever the lenient parser had to repair is reported as a `Problem` (with any text that could not
+be placed), so a malformed generation is flagged and never silently lost.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+from gptoss.engine import TokenEvent
+from gptoss.harmony import (
+    Author,
+    Conversation,
+    DeveloperContent,
+    HarmonyEncoding,
+    HarmonyError,
+    Message,
+    ReasoningEffort,
+    RenderConversationConfig,
+    RepairKind,
+    Role,
+    StreamableParser,
+    StreamState,
+    SystemContent,
+    TextContent,
+    ToolDescription,
+)
+
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+FUNCTIONS = "functions."
+NO_AUTO_DROP = RenderConversationConfig(auto_drop_analysis=False)
+BENIGN_REPAIRS = frozenset({RepairKind.CONSTRAIN_RECIPIENT})  # well-formed output openai-harmony reads oddly
+
+
+class ConversionError(ValueError):
+    """A request that cannot become a harmony conversation; `param` names the offending field."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+# ---- request side ----
+
+
+@dataclass(frozen=True)
+class Text:
+    role: Literal["user", "assistant", "system", "developer"]
+    text: str
+    channel: str | None = None  # assistant only: "final" (default) or "commentary" (a preamble)
+
+
+@dataclass(frozen=True)
+class Reasoning:
+    text: str
+
+
+@dataclass(frozen=True)
+class FunctionCall:
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class FunctionOutput:
+    call_id: str
+    output: str
+
+
+Item = Text | Reasoning | FunctionCall | FunctionOutput
+
+
+@dataclass(frozen=True)
+class FunctionTool:
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ToolChoice:
+    mode: Literal["auto", "none", "required", "function"] = "auto"
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class ResponseFormat:
+    name: str
+    schema: dict[str, Any]
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    items: tuple[Item, ...]
+    instructions: str | None = None
+    tools: tuple[FunctionTool, ...] = ()
+    tool_choice: ToolChoice = ToolChoice()
+    effort: ReasoningEffort = ReasoningEffort.MEDIUM
+    response_format: ResponseFormat | None = None
+    date: str | None = None  # YYYY-MM-DD
+    items_param: str = "input"  # the request field the items came from, for error messages
+
+
+@dataclass(frozen=True)
+class Prompt:
+    tokens: list[int]  # everything the model sees, forced header included
+    forced: list[int]  # the forced header at the end (the output parser is primed with it)
+
+
+def render_prompt(spec: PromptSpec, encoding: HarmonyEncoding) -> Prompt:
+    check_tools(spec)
+    conversation = build_conversation(spec)
+    tokens = encoding.render_conversation_for_completion(conversation, Role.ASSISTANT, NO_AUTO_DROP)
+    forced = forced_header(spec.tool_choice, encoding)
+    return Prompt(tokens + forced, forced)
+
+
+def check_tools(spec: PromptSpec) -> None:
+    seen: set[str] = set()
+    for i, tool in enumerate(spec.tools):
+        if not TOOL_NAME.match(tool.name):
+            raise ConversionError(
+                f"invalid function name {tool.name!r}: use 1-64 letters, digits, '_' or '-'", f"tools[{i}].name"
+            )
+        if tool.name in seen:
+            raise ConversionError(f"duplicate function name {tool.name!r}", f"tools[{i}].name")
+        seen.add(tool.name)
+    choice = spec.tool_choice
+    if choice.mode in ("required", "function") and not spec.tools:
+        raise ConversionError(f"tool_choice {choice.mode!r} needs at least one function in tools", "tool_choice")
+    if choice.mode == "function" and choice.name not in seen:
+        raise ConversionError(f"tool_choice names function {choice.name!r}, which is not in tools", "tool_choice")
+
+
+def build_conversation(spec: PromptSpec) -> Conversation:
+    instructions = gather_instructions(spec)
+    items = drop_completed_reasoning([i for i in spec.items if not is_instruction(i)])
+    names = call_names(items, spec.items_param)
+    messages = [system_message(spec), *developer_message(spec, instructions)]
+    messages += [to_message(item, names) for item in items]
+    return Conversation.from_messages(messages)
+
+
+def is_instruction(item: Item) -> bool:
+    return isinstance(item, Text) and item.role in ("system", "developer")
+
+
+def gather_instructions(spec: PromptSpec) -> str | None:
+    parts = [spec.instructions] if spec.instructions else []
+    parts += [i.text for i in spec.items if isinstance(i, Text) and is_instruction(i) and i.text]
+    return "\n\n".join(parts) if parts else None
+
+
+def is_final_answer(item: Item) -> bool:
+    return isinstance(item, Text) and item.role == "assistant" and (item.channel or "final") == "final"
+
+
+def drop_completed_reasoning(items: list[Item]) -> list[Item]:
+    last_final = max((i for i, item in enumerate(items) if is_final_answer(item)), default=-1)
+    return [item for i, item in enumerate(items) if i > last_final or not isinstance(item, Reasoning)]
+
+
+def call_names(items: Sequence[Item], where: str) -> dict[str, str]:
+    """call_id -> function name; every function output must answer a call made earlier."""
+    names: dict[str, str] = {}
+    for item in items:
+        if isinstance(item, FunctionCall):
+            names[item.call_id] = item.name
+        elif isinstance(item, FunctionOutput) and item.call_id not in names:
+            raise ConversionError(f"no function call with call_id {item.call_id!r} precedes its output", where)
+    return names
+
+
+def system_message(spec: PromptSpec) -> Message:
+    content = SystemContent.new().with_reasoning_effort(spec.effort)
+    if spec.date:
+        content = content.with_conversation_start_date(spec.date)
+    return Message.from_role_and_content(Role.SYSTEM, content)
+
+
+def developer_message(spec: PromptSpec, instructions: str | None) -> list[Message]:
+    tools = spec.tools if spec.tool_choice.mode != "none" else ()
+    if instructions is None and not tools and spec.response_format is None:
+        return []
+    content = DeveloperContent.new()
+    if instructions is not None:
+        content = content.with_instructions(instructions)
+    if tools:
+        content = content.with_function_tools([tool_description(t, i) for i, t in enumerate(tools)])
+    if spec.response_format is not None:
+        content = add_response_format(content, spec.response_format)
+    return [Message.from_role_and_content(Role.DEVELOPER, content)]
+
+
+def tool_description(tool: FunctionTool, index: int) -> ToolDescription:
+    try:
+        return ToolDescription.new(tool.name, tool.description, tool.parameters)
+    except HarmonyError as e:
+        raise ConversionError(f"invalid JSON Schema: {e}", f"tools[{index}].parameters") from None
+
+
+def add_response_format(content: DeveloperContent, fmt: ResponseFormat) -> DeveloperContent:
+    try:
+        return content.with_response_format(fmt.name, fmt.schema, fmt.description)
+    except HarmonyError as e:
+        raise ConversionError(f"invalid JSON Schema: {e}", "response_format") from None
+
+
+def to_message(item: Item, names: dict[str, str]) -> Message:
+    if isinstance(item, Text) and item.role == "user":
+        return Message.from_role_and_content(Role.USER, item.text)
+    if isinstance(item, Text):
+        return Message.from_role_and_content(Role.ASSISTANT, item.text).with_channel(item.channel or "final")
+    if isinstance(item, Reasoning):
+        return Message.from_role_and_content(Role.ASSISTANT, item.text).with_channel("analysis")
+    if isinstance(item, FunctionCall):
+        message = Message.from_role_and_content(Role.ASSISTANT, item.arguments).with_channel("commentary")
+        return message.with_recipient(FUNCTIONS + item.name).with_content_type("<|constrain|>json")
+    author = Author.new(Role.TOOL, FUNCTIONS + names[item.call_id])
+    return Message.from_author_and_content(author, item.output).with_channel("commentary").with_recipient("assistant")
+
+
+def forced_header(choice: ToolChoice, encoding: HarmonyEncoding) -> list[int]:
+    if choice.mode not in ("required", "function"):
+        return []
+    channel = encoding.encode("<|channel|>", allowed_special={"<|channel|>"})
+    if choice.mode == "required":  # the model picks the name
+        return channel + encoding.encode("commentary to=functions.")
+    rest = encoding.encode(" <|constrain|>json<|message|>", allowed_special={"<|constrain|>", "<|message|>"})
+    return channel + encoding.encode(f"commentary to=functions.{choice.name}") + rest
+
+
+# ---- output side ----
+
+
+class ItemKind(StrEnum):
+    REASONING = "reasoning"
+    MESSAGE = "message"
+    FUNCTION_CALL = "function_call"
+
+
+@dataclass
+class OutputItem:
+    kind: ItemKind
+    text: str = ""  # reasoning text, message text, or function-call arguments
+    name: str | None = None  # function name (the `functions.` prefix removed)
+    channel: str | None = None
+    tokens: int = 0  # output tokens spent on this item, its header included
+    done: bool = False
+    truncated: bool = False  # the output ended inside it (token budget)
+
+
+@dataclass(frozen=True)
+class ItemStarted:
+    index: int
+    item: OutputItem
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    index: int
+    text: str
+    event: TokenEvent | None = None  # the token that completed this text (None: text recovered afterwards)
+
+
+@dataclass(frozen=True)
+class ItemDone:
+    index: int
+    item: OutputItem
+
+
+OutputEvent = ItemStarted | TextDelta | ItemDone
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str  # a harmony RepairKind, "unexpected_role" or "undeclared_tool"
+    detail: str
+    text: str = ""  # text that is in no output item
+
+
+def classify(role: Role | None, channel: str | None, recipient: str | None) -> OutputItem | None:
+    if role is not Role.ASSISTANT:
+        return None
+    if recipient is not None and recipient != "all":
+        return OutputItem(ItemKind.FUNCTION_CALL, name=recipient.removeprefix(FUNCTIONS), channel=channel)
+    if channel == "analysis":
+        return OutputItem(ItemKind.REASONING, channel=channel)
+    return OutputItem(ItemKind.MESSAGE, channel=channel)
+
+
+def message_text(message: Message) -> str:
+    return "".join(c.text for c in message.content if isinstance(c, TextContent))
+
+
+@dataclass
+class _Cursor:
+    messages_seen: int = 0
+    repairs_seen: int = 0
+    open: int | None = None  # index of the item being streamed
+    skipping: bool = False  # the open message is not the assistant's: collected as a problem, not an item
+    pending_tokens: int = 0  # tokens fed since they were last attributed to an item
+
+
+@dataclass
+class OutputParser:
+    """Feed generated tokens; get output events. Primed with the prompt's forced header, if any."""
+
+    encoding: HarmonyEncoding
+    forced: Sequence[int] = ()
+    declared: Collection[str] = ()  # function names the request offered
+    items: list[OutputItem] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._parser = StreamableParser(self.encoding, Role.ASSISTANT, strict=False)
+        self._cursor = _Cursor()
+        for token in self.forced:
+            self._parser.process(token)
+        self._cursor.repairs_seen = len(self._parser.repairs)
+
+    @property
+    def reasoning_tokens(self) -> int:
+        return sum(item.tokens for item in self.items if item.kind is ItemKind.REASONING)
+
+    def feed(self, event: TokenEvent) -> list[OutputEvent]:
+        self._parser.process(event.token)
+        self._cursor.pending_tokens += 1
+        out = self._close_finished(truncated=False)
+        if self._parser.state is StreamState.CONTENT and self._cursor.open is None and not self._cursor.skipping:
+            out += self._open_current()
+        out += self._content_delta(event)
+        self._collect_repairs()
+        return out
+
+    def finish(self) -> list[OutputEvent]:
+        """The stream ended: close whatever is open (marked truncated unless a stop token had closed it)."""
+        self._parser.process_eos()
+        out = self._close_finished(truncated=True)
+        self._collect_repairs()
+        return out
+
+    # ---- internals ----
+
+    def _open_current(self) -> list[OutputEvent]:
+        p = self._parser
+        item = classify(p.current_role, p.current_channel, p.current_recipient)
+        if item is None:
+            self._cursor.skipping = True
+            return []
+        index = self._append(item)
+        self._cursor.open = index
+        return [ItemStarted(index, item)]
+
+    def _content_delta(self, event: TokenEvent) -> list[OutputEvent]:
+        index, delta = self._cursor.open, self._parser.last_content_delta
+        if index is None:
+            return []
+        self._attribute(index)
+        if not delta:
+            return []
+        self.items[index].text += delta
+        return [TextDelta(index, delta, event)]
+
+    def _close_finished(self, truncated: bool) -> list[OutputEvent]:
+        messages = self._parser.messages
+        new, self._cursor.messages_seen = messages[self._cursor.messages_seen :], len(messages)
+        out: list[OutputEvent] = []
+        for message in new:
+            if self._cursor.skipping:
+                self._cursor.skipping = False
+                self._unexpected_role(message)
+            elif self._cursor.open is not None:
+                out += self._close_open(message_text(message), truncated)
+            else:
+                out += self._recovered(message, truncated)
+        return out
+
+    def _close_open(self, text: str, truncated: bool) -> list[OutputEvent]:
+        index = self._cursor.open
+        assert index is not None
+        self._cursor.open = None
+        item = self.items[index]
+        out: list[OutputEvent] = []
+        if text.startswith(item.text) and len(text) > len(item.text):  # e.g. a held partial character flushed
+            out.append(TextDelta(index, text[len(item.text) :]))
+        item.text = text
+        self._attribute(index)
+        item.done, item.truncated = True, truncated
+        return [*out, ItemDone(index, item)]
+
+    def _recovered(self, message: Message, truncated: bool) -> list[OutputEvent]:
+        """A message the parser produced without ever streaming it (a header that never reached <|message|>)."""
+        item = classify(message.author.role, message.channel, message.recipient)
+        if item is None:
+            self._unexpected_role(message)
+            return []
+        index = self._append(item)
+        text = message_text(message)
+        item.text = text
+        self._attribute(index)
+        item.done, item.truncated = True, truncated
+        deltas: list[OutputEvent] = [TextDelta(index, text)] if text else []
+        return [ItemStarted(index, item), *deltas, ItemDone(index, item)]
+
+    def _append(self, item: OutputItem) -> int:
+        self.items.append(item)
+        if item.kind is ItemKind.FUNCTION_CALL and item.name not in self.declared:
+            recipient = item.name if item.name is not None else ""
+            self.problems.append(Problem("undeclared_tool", f"the model called {recipient!r}, which is not in tools"))
+        return len(self.items) - 1
+
+    def _attribute(self, index: int) -> None:
+        self.items[index].tokens += self._cursor.pending_tokens
+        self._cursor.pending_tokens = 0
+
+    def _unexpected_role(self, message: Message) -> None:
+        role = message.author.name or message.author.role.value
+        detail = f"the model wrote a message as {role!r}; only assistant messages become output"
+        self.problems.append(Problem("unexpected_role", detail, message_text(message)))
+
+    def _collect_repairs(self) -> None:
+        repairs = self._parser.repairs
+        for repair in repairs[self._cursor.repairs_seen :]:
+            if repair.kind not in BENIGN_REPAIRS:
+                text = repair.dropped.decode("utf-8", errors="replace")
+                self.problems.append(Problem(repair.kind.value, repair.detail, text))
+        self._cursor.repairs_seen = len(repairs)
+
+
+# ---- history (what a stored response contributes to a follow-up request) ----
+
+
+def item_to_dict(item: Item) -> dict[str, Any]:
+    kind = {Text: "text", Reasoning: "reasoning", FunctionCall: "function_call", FunctionOutput: "function_output"}
+    return {"kind": kind[type(item)], **item.__dict__}
+
+
+def item_from_dict(data: dict[str, Any]) -> Item:
+    fields = {k: v for k, v in data.items() if k != "kind"}
+    kinds: dict[str, type[Item]] = {
+        "text": Text,
+        "reasoning": Reasoning,
+        "function_call": FunctionCall,
+        "function_output": FunctionOutput,
+    }
+    return kinds[data["kind"]](**fields)
+
+
+def output_to_history(items: Sequence[OutputItem], call_ids: Sequence[str | None]) -> list[Item]:
+    """Output items as input items of the next turn; `call_ids[i]` is the id given to function call i."""
+    history: list[Item] = []
+    for item, call_id in zip(items, call_ids, strict=True):
+        if item.kind is ItemKind.REASONING:
+            history.append(Reasoning(item.text))
+        elif item.kind is ItemKind.FUNCTION_CALL:
+            history.append(FunctionCall(call_id or "", item.name or "", item.text))
+        else:
+            channel = "commentary" if item.channel == "commentary" else "final"
+            history.append(Text("assistant", item.text, channel))
+    return history

@@ -1,0 +1,146 @@
+"""What every endpoint does around the engine: check the request fits, submit it, and read its output."""
+
+from __future__ import annotations
+
+import functools
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+
+from gptoss.engine import Engine, EngineNotReadyError, Generation, QueueFullError
+from gptoss.errors import InputError
+from gptoss.harmony import HarmonyEncoding, HarmonyEncodingName, load_harmony_encoding
+from gptoss.sampling import SamplingParams
+from gptoss.server.conversation import OutputEvent, OutputParser
+from gptoss.server.errors import ApiError, bad_request
+
+
+@functools.cache
+def harmony() -> HarmonyEncoding:
+    return load_harmony_encoding(HarmonyEncodingName.HARMONY_GPT_OSS)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def check_model(requested: str | None, served: str) -> None:
+    if requested is not None and requested != served:
+        raise ApiError(
+            404, f"The model '{requested}' does not exist. This server serves '{served}'.", "model", "model_not_found"
+        )
+
+
+def check_fits(prompt_tokens: int, max_tokens: int | None, context: int, param: str) -> None:
+    """400 when max_tokens alone exceeds the context, or the prompt plus max_tokens does not fit."""
+    if max_tokens is not None and max_tokens > context:
+        raise bad_request(
+            f"{param} is too large: {max_tokens}. This model's context is {context} tokens (prompt + output).",
+            param,
+            "invalid_value",
+        )
+    wanted = prompt_tokens + (max_tokens or 1)
+    if wanted > context:
+        asked = f"{max_tokens} in the output" if max_tokens is not None else "at least 1 in the output"
+        raise bad_request(
+            f"This model's maximum context length is {context} tokens. However, you requested {wanted} tokens "
+            f"({prompt_tokens} in the prompt, {asked}). Please reduce the length of the prompt or {param}.",
+            param if max_tokens is not None else None,
+            "context_length_exceeded",
+        )
+
+
+def sampling(
+    temperature: float | None,
+    top_p: float | None,
+    seed: int | None,
+    max_tokens: int | None,
+    stop_tokens: Sequence[int],
+) -> SamplingParams:
+    """OpenAI's defaults (temperature 1, top_p 1), which are also gpt-oss's recommended settings."""
+    t = 1.0 if temperature is None else temperature
+    p = 1.0 if top_p is None else top_p
+    return SamplingParams(temperature=t, top_p=p, seed=seed, max_tokens=max_tokens, stop_tokens=frozenset(stop_tokens))
+
+
+def submit(
+    engine: Engine, tokens: Sequence[int], params: SamplingParams, top_logprobs: int | None = None
+) -> Generation:
+    try:
+        return engine.submit(tokens, params, top_logprobs)
+    except EngineNotReadyError as e:
+        raise ApiError(503, f"The model is still loading: {e}; retry shortly.", code="model_loading") from None
+    except QueueFullError as e:
+        raise ApiError(429, str(e), code="queue_full", headers={"Retry-After": "1"}) from None
+    except InputError as e:
+        raise bad_request(str(e), code="invalid_prompt") from None
+
+
+def stop_tokens() -> list[int]:
+    """<|return|> and <|call|>: where the assistant's turn ends (<|end|> only ends an intermediate message)."""
+    return harmony().stop_tokens_for_assistant_actions()
+
+
+async def output_events(generation: Generation, parser: OutputParser) -> AsyncIterator[OutputEvent]:
+    async for event in generation:
+        for out in parser.feed(event):
+            yield out
+    for out in parser.finish():
+        yield out
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+
+    @property
+    def total(self) -> int:
+        return self.prompt_tokens + self.output_tokens
+
+
+def usage_of(generation: Generation, parser: OutputParser | None) -> Usage:
+    reasoning = parser.reasoning_tokens if parser is not None else 0
+    return Usage(generation.stats.prompt_tokens, generation.stats.output_tokens, reasoning)
+
+
+class StopMatcher:
+    """Cuts a text stream at the first of the stop sequences, holding back text that might begin one."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.buffer = ""
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        """The text now safe to emit; after a stop sequence, nothing more."""
+        if self.stopped:
+            return ""
+        self.buffer += text
+        cut = min((i for i in (self.buffer.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.stopped = True
+            out, self.buffer = self.buffer[:cut], ""
+            return out
+        keep = min(self.hold, len(self.buffer))
+        out, self.buffer = self.buffer[: len(self.buffer) - keep], self.buffer[len(self.buffer) - keep :]
+        return out
+
+    def flush(self) -> str:
+        out, self.buffer = ("" if self.stopped else self.buffer), ""
+        return out
+
+
+def stop_list(stop: str | list[str] | None) -> list[str]:
+    return [stop] if isinstance(stop, str) else list(stop or [])
+
+
+def token_texts(tokens: Iterator[int]) -> list[str]:
+    return [harmony().decode([t]) for t in tokens]

@@ -1,0 +1,89 @@
+"""Stored responses (Responses API `store`), in SQLite: durable across restarts, bounded in size.
+
+Each row keeps the response object GET returns and the conversation history a follow-up request continues
+(`previous_response_id`). When the total size passes the bound, the oldest rows go first. WAL mode keeps the file
+consistent if the server is killed mid-write. One connection, guarded by a lock: rows are small and writes rare.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    created REAL NOT NULL,
+    bytes INTEGER NOT NULL,
+    response TEXT NOT NULL,
+    history TEXT NOT NULL
+)
+"""
+
+
+@dataclass(frozen=True)
+class Stored:
+    response: dict[str, Any]
+    history: list[dict[str, Any]]
+
+
+class ResponseStore:
+    def __init__(self, path: Path, max_bytes: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(SCHEMA)
+
+    def put(self, response_id: str, response: dict[str, Any], history: list[dict[str, Any]]) -> bool:
+        """Stores (replacing any row with this id) and evicts the oldest rows past the bound. False when this one
+        response alone is larger than the bound and so was not kept."""
+        response_json, history_json = json.dumps(response), json.dumps(history)
+        size = len(response_json) + len(history_json)
+        if size > self.max_bytes:
+            return False
+        with self._lock, self._db:  # the context manager commits, or rolls back on an exception
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM responses WHERE id = ?", (response_id,))
+            self._db.execute(
+                "INSERT INTO responses (id, created, bytes, response, history) VALUES (?, ?, ?, ?, ?)",
+                (response_id, time.time(), size, response_json, history_json),
+            )
+            self._evict()
+        return True
+
+    def _evict(self) -> None:
+        total = self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM responses").fetchone()[0]
+        doomed = []
+        for seq, size in self._db.execute("SELECT seq, bytes FROM responses ORDER BY seq"):  # lazily, oldest first
+            if total <= self.max_bytes:
+                break
+            doomed.append((seq,))
+            total -= size
+        self._db.executemany("DELETE FROM responses WHERE seq = ?", doomed)
+
+    def get(self, response_id: str) -> Stored | None:
+        with self._lock:
+            row = self._db.execute("SELECT response, history FROM responses WHERE id = ?", (response_id,)).fetchone()
+        return None if row is None else Stored(json.loads(row[0]), json.loads(row[1]))
+
+    def delete(self, response_id: str) -> bool:
+        with self._lock:
+            return self._db.execute("DELETE FROM responses WHERE id = ?", (response_id,)).rowcount > 0
+
+    def total_bytes(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM responses").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
