@@ -1,0 +1,122 @@
+"""Native CPU kernels for the MoE experts on packed MXFP4 weights (the C extension gptoss.ops.native_ext).
+
+`moe_experts` has exactly the signature of reference.moe_experts. The weights are read in place (they may be
+read-only views into memory-mapped safetensors files): nothing here copies or repacks a layer's experts. Only the
+activations (T x H) are gathered and converted, in C.
+
+Numerics: activations stay fp32 throughout (bf16 inputs are widened exactly), MXFP4 weights are decoded exactly
+and products are accumulated in fp32, so results match the reference to fp32 rounding (summation order differs).
+
+Knobs, read on every call: GPTOSS_NATIVE_ISA=auto|avx2|scalar picks the kernel flavour (scalar is the portable
+fallback, also used when the CPU lacks AVX2+FMA); the thread count follows torch.get_num_threads().
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+import torch
+
+from gptoss.mxfp4 import BLOCK
+
+try:
+    from gptoss.ops import native_ext as _ext_module
+
+    _ext: ModuleType | None = _ext_module
+    _IMPORT_ERROR = ""
+except ImportError as e:  # not built (no compiler at install time) or built for another Python
+    _ext = None
+    _IMPORT_ERROR = str(e)
+
+ISA_SCALAR, ISA_AVX2 = 0, 1
+# An expert with at least this many tokens takes the GEMM path (weights decoded once per K slice into fp32 and
+# reused across tokens); fewer take the GEMV path (decoded in registers, per group of <= 4 tokens). None = the
+# measured crossover: about 14 tokens for the int16 GEMV (bf16 inputs), 6 for the fp32 one. Tests force a path.
+GEMM_MIN_TOKENS: int | None = None
+# Tokens per kernel call: bounds the gathered-activation buffers ((T*k) * (H+I) fp32) for long prompts.
+MAX_TOKENS_PER_CALL = 1024
+
+
+def available() -> tuple[bool, str]:
+    """(True, "") when the extension is built and the CPU has AVX2+FMA; else (False, why)."""
+    if _ext is None:
+        return False, f"the C extension is not built ({_IMPORT_ERROR})"
+    if not _ext.cpu_has_avx2():
+        return False, "this CPU lacks AVX2+FMA (only the slow scalar kernels would run)"
+    return True, ""
+
+
+def built() -> bool:
+    return _ext is not None
+
+
+def _isa() -> int:
+    want = os.environ.get("GPTOSS_NATIVE_ISA", "auto")
+    if want not in ("auto", "avx2", "scalar"):
+        raise ValueError(f"GPTOSS_NATIVE_ISA={want!r}: expected 'auto', 'avx2' or 'scalar'")
+    if want == "scalar" or (want == "auto" and not (_ext is not None and _ext.cpu_has_avx2())):
+        return ISA_SCALAR
+    return ISA_AVX2
+
+
+def _float_flag(t: torch.Tensor, name: str) -> int:
+    if t.dtype not in (torch.float32, torch.bfloat16):
+        raise TypeError(f"{name} must be float32 or bfloat16, got {t.dtype}")
+    return int(t.dtype == torch.bfloat16)
+
+
+def _packed(t: torch.Tensor, shape: tuple[int, ...], name: str) -> torch.Tensor:
+    if t.dtype != torch.uint8 or tuple(t.shape) != shape:
+        raise ValueError(f"{name}: expected uint8 {shape}, got {t.dtype} {tuple(t.shape)}")
+    if not t.is_contiguous() or t.device.type != "cpu":
+        # Copying would duplicate a whole layer's experts (GBs); the loader hands out contiguous CPU views.
+        raise ValueError(f"{name} must be a contiguous CPU tensor (the native kernels never copy expert weights)")
+    return t
+
+
+def moe_experts(
+    x: torch.Tensor,  # (T, H) normed activations
+    expert_idx: torch.Tensor,  # (T, k) int64 selected experts
+    expert_weights: torch.Tensor,  # (T, k) softmaxed router weights
+    mlp1_blocks: torch.Tensor,  # (E, 2I, H/32, 16) uint8
+    mlp1_scales: torch.Tensor,  # (E, 2I, H/32) uint8
+    mlp1_bias: torch.Tensor,  # (E, 2I)
+    mlp2_blocks: torch.Tensor,  # (E, H, I/32, 16) uint8
+    mlp2_scales: torch.Tensor,  # (E, H, I/32) uint8
+    mlp2_bias: torch.Tensor,  # (E, H)
+    swiglu_limit: float,
+) -> torch.Tensor:  # (T, H) in x.dtype: sum_k w_k * (mlp2_e(swiglu(mlp1_e(x))) + b2_e)
+    if _ext is None:
+        raise RuntimeError(f"gptoss native kernels unavailable: {available()[1]}")
+    T, H = x.shape
+    E, I2 = mlp1_blocks.shape[0], mlp1_blocks.shape[1]
+    I = I2 // 2
+    k = expert_idx.shape[1]
+    if H % BLOCK or I % BLOCK or I2 % 2:
+        raise ValueError(f"H={H} and I={I} must be multiples of {BLOCK}")
+    b1 = _packed(mlp1_blocks, (E, I2, H // BLOCK, BLOCK // 2), "mlp1_blocks")
+    s1 = _packed(mlp1_scales, (E, I2, H // BLOCK), "mlp1_scales")
+    b2 = _packed(mlp2_blocks, (E, H, I // BLOCK, BLOCK // 2), "mlp2_blocks")
+    s2 = _packed(mlp2_scales, (E, H, I // BLOCK), "mlp2_scales")
+    if tuple(expert_idx.shape) != (T, k) or tuple(expert_weights.shape) != (T, k):
+        raise ValueError(f"expert_idx {tuple(expert_idx.shape)} / expert_weights {tuple(expert_weights.shape)}")
+    if tuple(mlp1_bias.shape) != (E, I2) or tuple(mlp2_bias.shape) != (E, H):
+        raise ValueError(f"mlp1_bias {tuple(mlp1_bias.shape)} / mlp2_bias {tuple(mlp2_bias.shape)}")
+    xc = x.contiguous() if x.dtype in (torch.float32, torch.bfloat16) else x.float().contiguous()
+    bias1, bias2 = mlp1_bias.contiguous(), mlp2_bias.contiguous()
+    idx = expert_idx.to(torch.int64).contiguous()
+    w = expert_weights.to(torch.float32).contiguous()
+    out = torch.empty(T, H, dtype=torch.float32)
+    flags = (_float_flag(xc, "x"), _float_flag(bias1, "mlp1_bias"), _float_flag(bias2, "mlp2_bias"))
+    common = (b1.data_ptr(), s1.data_ptr(), bias1.data_ptr(), b2.data_ptr(), s2.data_ptr(), bias2.data_ptr())
+    isa = _isa()
+    gemm_min = GEMM_MIN_TOKENS or (14 if flags[0] and isa == ISA_AVX2 else 6)
+    tail = (float(swiglu_limit), isa, torch.get_num_threads(), gemm_min)
+    for t0 in range(0, T, MAX_TOKENS_PER_CALL):
+        n = min(MAX_TOKENS_PER_CALL, T - t0)
+        _ext.moe(
+            xc[t0].data_ptr(), idx[t0].data_ptr(), w[t0].data_ptr(), *common, out[t0].data_ptr(),
+            n, k, E, H, I, *flags, *tail,
+        )  # fmt: skip
+    return out if x.dtype == torch.float32 else out.to(x.dtype)

@@ -1,0 +1,29 @@
+# Type stub for the C extension built from ops/native_src (see setup.py); called only through ops/native.py.
+
+def moe(
+    x: int,
+    expert_idx: int,
+    expert_weights: int,
+    mlp1_blocks: int,
+    mlp1_scales: int,
+    mlp1_bias: int,
+    mlp2_blocks: int,
+    mlp2_scales: int,
+    mlp2_bias: int,
+    out: int,
+    T: int,
+    k: int,
+    E: int,
+    H: int,
+    I: int,
+    x_bf16: int,
+    b1_bf16: int,
+    b2_bf16: int,
+    swiglu_limit: float,
+    isa: int,
+    nthreads: int,
+    gemm_min_tokens: int,
+    /,
+) -> None: ...
+def cpu_has_avx2() -> bool: ...
+def has_openmp() -> bool: ...

@@ -1,0 +1,71 @@
+/* CPython binding: gptoss.ops.native_ext. Tensors arrive as raw data pointers (ints) plus sizes, so the extension
+ * needs neither the PyTorch C++ API nor numpy headers; ops/native.py checks shapes, dtypes and contiguity first.
+ * The GIL is released while the kernels run. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "moe.h"
+
+static PyObject *py_moe(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long x, idx, w, b1b, b1s, b1, b2b, b2s, b2, out;
+    long long T, k, E, H, I;
+    int x_bf16, b1_bf16, b2_bf16, isa, nthreads, gemm_min;
+    float limit;
+    if (!PyArg_ParseTuple(args, "KKKKKKKKKKLLLLLiiifiii", &x, &idx, &w, &b1b, &b1s, &b1, &b2b, &b2s, &b2, &out, &T,
+                          &k, &E, &H, &I, &x_bf16, &b1_bf16, &b2_bf16, &limit, &isa, &nthreads, &gemm_min))
+        return NULL;
+    gptoss_moe_args a = {
+        .x = (const void *)(uintptr_t)x,
+        .expert_idx = (const int64_t *)(uintptr_t)idx,
+        .expert_w = (const float *)(uintptr_t)w,
+        .w1_blocks = (const uint8_t *)(uintptr_t)b1b,
+        .w1_scales = (const uint8_t *)(uintptr_t)b1s,
+        .b1 = (const void *)(uintptr_t)b1,
+        .w2_blocks = (const uint8_t *)(uintptr_t)b2b,
+        .w2_scales = (const uint8_t *)(uintptr_t)b2s,
+        .b2 = (const void *)(uintptr_t)b2,
+        .out = (float *)(uintptr_t)out,
+        .T = T, .k = k, .E = E, .H = H, .I = I,
+        .x_bf16 = x_bf16, .b1_bf16 = b1_bf16, .b2_bf16 = b2_bf16,
+        .swiglu_limit = limit,
+        .isa = isa,
+        .nthreads = nthreads,
+        .gemm_min_tokens = gemm_min,
+    };
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = gptoss_moe(&a);
+    Py_END_ALLOW_THREADS
+    switch (rc) {
+        case GPTOSS_OK: Py_RETURN_NONE;
+        case GPTOSS_EBADIDX: PyErr_SetString(PyExc_ValueError, "expert index out of range"); return NULL;
+        case GPTOSS_ENOMEM: return PyErr_NoMemory();
+        case GPTOSS_EISA: PyErr_SetString(PyExc_RuntimeError, "this CPU lacks AVX2+FMA (or the build has no AVX2 kernels)"); return NULL;
+        default: PyErr_SetString(PyExc_ValueError, "bad shape: H and I must be positive multiples of 32"); return NULL;
+    }
+}
+
+static PyObject *py_cpu_has_avx2(PyObject *self, PyObject *noargs) {
+    (void)self, (void)noargs;
+    return PyBool_FromLong(gptoss_cpu_has_avx2());
+}
+
+static PyObject *py_has_openmp(PyObject *self, PyObject *noargs) {
+    (void)self, (void)noargs;
+    return PyBool_FromLong(gptoss_has_openmp());
+}
+
+static PyMethodDef methods[] = {
+    {"moe", py_moe, METH_VARARGS, "moe(pointers..., sizes..., flags...) -> None; see ops/native.py"},
+    {"cpu_has_avx2", py_cpu_has_avx2, METH_NOARGS, "True when the CPU has AVX2 and FMA and the AVX2 kernels are built"},
+    {"has_openmp", py_has_openmp, METH_NOARGS, "True when the library was built with OpenMP (multi-threaded)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "native_ext", "Native MXFP4 MoE kernels", -1, methods};
+
+PyMODINIT_FUNC PyInit_native_ext(void) {
+    gptoss_init_tables();
+    return PyModule_Create(&moduledef);
+}

@@ -1,0 +1,103 @@
+/* Native MXFP4 mixture-of-experts kernels for CPU: shared declarations.
+ *
+ * Conventions used by every kernel here:
+ *  - An MXFP4 weight of logical shape [N, K] is `blocks` [N, K/32, 16] uint8 + `scales` [N, K/32] uint8 (E8M0).
+ *    The weights are read in place and never reordered; the (cheap, per-token) activations are arranged to match.
+ *  - Codes decode to int8 "twice the FP4 value" (integers in [-12, 12]); the 1/2 is folded into the scale table,
+ *    so w = code2 * 2^(scale - 128), exact in fp32.
+ *  - fp32 activations are in *block-permuted* order: inside every 32-element block the 16 even elements come
+ *    first, then the 16 odd ones, the order in which low and high nibbles fall out of a byte vector.
+ *  - For bf16 models the AVX2 GEMV reads activations quantised to int16 per 32-element block (q16 layout below):
+ *    one vpmaddwd does 16 products, 1.6x the speed of decoding every weight to fp32, and the quantisation error
+ *    (<= 2^-16 of the block's max) is 128x below the bf16 rounding the activations already carry. fp32 models get
+ *    the exact fp32 GEMV.
+ */
+#ifndef GPTOSS_MOE_H
+#define GPTOSS_MOE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define GPTOSS_BLOCK 32
+/* GEMM token panels are PANEL tokens wide (the last one 8 or 16). */
+#define GPTOSS_PANEL 24
+/* K (reduction) is walked in slices of KC values so that a micro-kernel's operands stay in L1. */
+#ifndef GPTOSS_KC
+#define GPTOSS_KC 256
+#endif
+
+enum { GPTOSS_ISA_SCALAR = 0, GPTOSS_ISA_AVX2 = 1 };
+
+extern float gptoss_scale_table[256];    /* 2^(s - 128): E8M0 scale with the 1/2 of code2 folded in */
+extern float gptoss_scale_table_q16[256]; /* 2^(s - 136): as above, also undoing the q16 kernels' code << 8 */
+extern const int8_t gptoss_fp4_code2[16]; /* 2 * FP4 value, for every 4-bit code */
+
+/* Position of logical element e (0..31) of a block in the permuted order. */
+static inline int gptoss_perm(int e) { return (e & 1) * 16 + (e >> 1); }
+
+/* q16 layout (AVX2 GEMV): blocks go in pairs (g even, g+1 < G); inside a pair, element 4m+c (m < 8, c < 4) of
+ * block g+h sits at 32g + 16c + 8h + m, matching one 256-bit load of the pair's 32 packed bytes viewed as 16-bit
+ * lanes (each lane holds nibbles c = 0..3 of elements 4m..4m+3). A final unpaired block uses 32g + 8c + m. */
+static inline size_t gptoss_q16_index(size_t G, size_t g, int e) {
+    const size_t m = (size_t)(e >> 2), c = (size_t)(e & 3);
+    if ((g & 1) == 0 && g + 1 == G) return 32 * g + 8 * c + m;
+    return 32 * (g & ~(size_t)1) + 16 * c + 8 * (g & 1) + m;
+}
+
+/* GEMV activations: nt token rows of K values. `xf` is fp32 in block-permuted order; the q16 kernels read instead
+ * `xq` (int16 quantised per 32-block, q16 layout above) with block scales xs4 (each repeated 4x: K/8 per row). */
+typedef struct {
+    const float *xf;
+    const int16_t *xq;
+    const float *xs4;
+    int nt;
+} gptoss_gemv_act;
+
+/* One ISA's kernels. Row pointers are at the row's first block; G = K / 32. */
+typedef struct {
+    /* y[r * nt + j] = dot(W[r, :], x_j) for r < nrows, j < nt, from fp32 activations. */
+    void (*gemv)(const uint8_t *blocks, const uint8_t *scales, int G, int nrows, const gptoss_gemv_act *x, float *y);
+    /* The same from int16 activations; NULL when the ISA has none (then gemv is used). */
+    void (*gemv_q16)(const uint8_t *blocks, const uint8_t *scales, int G, int nrows, const gptoss_gemv_act *x,
+                     float *y);
+    /* Full-K product of nrows (a multiple of 8) weight rows with the npad tokens stored in panels:
+     * panel p holds wp = min(PANEL, npad - PANEL * p) tokens as [K][wp] (K in block-permuted order) at
+     * xp + p * PANEL * K. Result: panel p of c is [nrows][wp] at c + p * PANEL * nrows. `wd` is scratch for
+     * nrows * KC floats. */
+    void (*gemm)(const uint8_t *blocks, const uint8_t *scales, int G, int nrows, const float *xp, int npad, float *c,
+                 float *wd);
+} gptoss_kernels;
+
+extern const gptoss_kernels gptoss_kernels_scalar;
+#if defined(__x86_64__) || defined(_M_X64)
+#define GPTOSS_HAVE_AVX2_KERNELS 1
+extern const gptoss_kernels gptoss_kernels_avx2;
+#endif
+
+typedef struct {
+    const void *x;              /* (T, H) fp32 or bf16 */
+    const int64_t *expert_idx;  /* (T, k) */
+    const float *expert_w;      /* (T, k) fp32 */
+    const uint8_t *w1_blocks;   /* (E, 2I, H/32, 16) */
+    const uint8_t *w1_scales;   /* (E, 2I, H/32) */
+    const void *b1;             /* (E, 2I) fp32 or bf16 */
+    const uint8_t *w2_blocks;   /* (E, H, I/32, 16) */
+    const uint8_t *w2_scales;   /* (E, H, I/32) */
+    const void *b2;             /* (E, H) fp32 or bf16 */
+    float *out;                 /* (T, H) fp32, overwritten */
+    int64_t T, k, E, H, I;
+    int x_bf16, b1_bf16, b2_bf16;
+    float swiglu_limit;
+    int isa;                    /* GPTOSS_ISA_* */
+    int nthreads;
+    int gemm_min_tokens;        /* an expert with at least this many tokens takes the GEMM path */
+} gptoss_moe_args;
+
+enum { GPTOSS_OK = 0, GPTOSS_EBADIDX = 1, GPTOSS_ENOMEM = 2, GPTOSS_EISA = 3, GPTOSS_ESHAPE = 4 };
+
+int gptoss_moe(const gptoss_moe_args *a);
+int gptoss_cpu_has_avx2(void);
+int gptoss_has_openmp(void);
+void gptoss_init_tables(void);
+
+#endif
