@@ -318,7 +318,7 @@ def model_header(r: random.Random, encode: Any) -> list[int]:
     header = [tok.CHANNEL, *encode(r.choice(CHANNELS))]
     form = r.randrange(5)
     if form == 1:
-        header += encode(f" to=functions.{ident(r)}") + [*encode(" "), tok.CONSTRAIN, *encode("json")]
+        header += [*encode(f" to=functions.{ident(r)} "), tok.CONSTRAIN, *encode("json")]
     elif form == 2:
         header += encode(f" to=functions.{ident(r)}")
     elif form == 3:

@@ -139,7 +139,8 @@ def test_tool_author_from_header(enc: HarmonyEncoding) -> None:
         ("<|start|>foo<|message|>x", None, "Unknown role: foo"),
         ("<|start|>assistant:bob<|channel|>final<|message|>x", None, "Unknown role: assistant:bob"),
         ("<|start|><|message|>x", None, "message header did not contain a role"),
-        ("<|channel|>commentary Hello<|end|>", "assistant", "Unexpected EOS while waiting for message header to complete"),
+        ("<|channel|>commentary Hello<|end|>", "assistant",
+         "Unexpected EOS while waiting for message header to complete"),
         ("hi", None, "Unexpected token 3686 while expecting start token 200006"),
     ],
 )  # fmt: skip

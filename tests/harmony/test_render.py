@@ -19,7 +19,7 @@ from gptoss.harmony.render import rust_lines
 from . import gen
 
 DATA = Path(__file__).parent / "data"
-N_RANDOM = 1200
+N_RANDOM = 1000
 CHUNK = 100
 
 

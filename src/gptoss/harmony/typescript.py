@@ -3,50 +3,25 @@
 This reproduces openai-harmony's renderer exactly, quirks included, because the model was trained on its output:
 a nested object's closing brace is not dedented, an object's description is printed twice, `anyOf`/`$ref`/`const`
 become `any`, string defaults are not escaped, and literal values (defaults) print the way Rust's serde_json
-prints them, which differs from Python's json module for floats (`1e16` vs `1e+16`, `1e-5` vs `1e-05`).
+prints them (see jsonnum.py: `1e16` not `1e+16`, and serde's own float parsing).
 """
 
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 from typing import Any
 
-I64_MIN = -(2**63)
-U64_MAX = 2**64 - 1
-
-
-def ryu_float(x: float) -> str:
-    """A finite float as serde_json (ryu) prints it: shortest round-trip digits, ryu's exponent thresholds."""
-    if x == 0:
-        return "-0.0" if str(x).startswith("-") else "0.0"
-    sign, digit_tuple, exponent = Decimal(repr(x)).as_tuple()
-    digits = "".join(map(str, digit_tuple)).rstrip("0")
-    k = int(exponent) + len(digit_tuple) - len(digits)  # value = digits * 10**k
-    kk = len(digits) + k  # position of the decimal point
-    if k >= 0 and kk <= 16:
-        body = digits + "0" * k + ".0"
-    elif 0 < kk <= 16:
-        body = digits[:kk] + "." + digits[kk:]
-    elif -5 < kk <= 0:
-        body = "0." + "0" * -kk + digits
-    elif len(digits) == 1:
-        body = f"{digits}e{kk - 1}"
-    else:
-        body = f"{digits[0]}.{digits[1:]}e{kk - 1}"
-    return ("-" if sign else "") + body
+from gptoss.harmony.jsonnum import display_number
 
 
 def serde_display(value: Any) -> str:
-    """Compact JSON as serde_json's `Display` writes it (integers beyond 64 bits were parsed as floats)."""
+    """Compact JSON as serde_json's `Display` writes it, numbers as they come out of serde's parser."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value) if I64_MIN <= value <= U64_MAX else ryu_float(float(value))
-    if isinstance(value, float):
-        return ryu_float(value)
+    if isinstance(value, int | float):
+        return display_number(value)
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, list):
