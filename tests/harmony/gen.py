@@ -263,6 +263,8 @@ def user_message(r: random.Random) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     if r.random() < 0.1:
         extra = {"name": r.choice(["alice", "bob smith"]), "recipient": r.choice(["assistant", "all"])}
+    if r.random() < 0.05:  # channels are legal on any role, and the drop rule looks at every role's channel
+        extra["channel"] = r.choice(CHANNELS)
     return msg("user", content, **extra)
 
 
