@@ -79,7 +79,7 @@ def format_result(result: ExecResult, wall_seconds: float, output_bytes: int) ->
         Outcome.TIMEOUT: f"[ERROR] Execution timed out after {wall_seconds:g} seconds; {lost}",
         Outcome.OUTPUT_LIMIT: f"[ERROR] Output exceeded {output_bytes} bytes and was cut off; {lost}",
         Outcome.DIED: f"[ERROR] The python process ended ({result.detail}); its state was reset.",
-        Outcome.LEFTOVERS: f"[ERROR] Processes started by the code kept running after it finished; {lost}",
+        Outcome.LEFTOVERS: f"[ERROR] The code or processes it started kept running after the call ended; {lost}",
     }[result.outcome]
     parts.append(reason)
     return "\n".join(parts)

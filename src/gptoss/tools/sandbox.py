@@ -1,7 +1,7 @@
 """Stateful Python interpreters in a bubblewrap sandbox, one per conversation, with hard limits.
 
 Design (measured choices: shared/reference/sandbox-and-server-reliability.md):
-- Each interpreter is `prlimit ... bwrap ... python3 -I -u -c <sandbox_worker>` started as its own unprivileged
+- Each interpreter is `setpriv ... prlimit ... bwrap ... python3 -I -u -c <sandbox_worker>`, run as its own unprivileged
   uid (61000 + n, one per live interpreter, held with a lock file so other processes on the machine skip it):
   RLIMIT_NPROC is ignored for uid 0, and a uid of its own lets the host find and kill every process it made.
 - bwrap gives it a read-only /usr (plus the /bin, /lib symlinks), no other host file, size-capped tmpfs /tmp,
@@ -28,6 +28,7 @@ import fcntl
 import json
 import os
 import pwd
+import queue
 import selectors
 import shutil
 import signal
@@ -36,14 +37,19 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any, TypeVar
 
-from gptoss.tools import sandbox_worker
+from gptoss.tools import sandbox_worker, seccomp
 
-CONTROL_LINE_LIMIT = 4096  # bytes; the worker only ever sends {"ready": true} / {"done": true}
+T = TypeVar("T")
+CONTROL_LINE_LIMIT = 4096  # bytes; the worker only sends {"ready": true, "fd": n} and {"done": seq}
 BASE_PROCESSES = 3  # outer bwrap, bwrap's pid-namespace init, the interpreter
+READ_SYSCALL = {"x86_64": 0, "aarch64": 63, "riscv64": 63}.get(os.uname().machine)  # for /proc/<pid>/syscall
 
 
 class SandboxUnavailable(Exception):
@@ -82,6 +88,7 @@ class SandboxConfig:
     max_interpreters: int = 8
     idle_seconds: float = 600.0  # an interpreter idle this long is stopped (its state is lost)
     start_seconds: float = 15.0  # time allowed for an interpreter to start
+    seccomp: bool = True  # also load seccomp.py's filter (x86_64, aarch64, riscv64)
 
 
 class Outcome(StrEnum):
@@ -121,11 +128,15 @@ def unavailable_reason(config: SandboxConfig) -> str | None:
     """Why sandboxed python cannot run here, or None if it can (a failed start is reported separately)."""
     if not sys.platform.startswith("linux"):
         return "the python tool's sandbox (bubblewrap) needs Linux."
-    if (config.bwrap or shutil.which("bwrap")) is None:
+    bwrap = config.bwrap or shutil.which("bwrap")
+    if bwrap is None or not os.access(bwrap, os.X_OK):
         return (
             "bubblewrap (`bwrap`) is not installed, and python code is never run unsandboxed. "
             "Install it with `apt-get install bubblewrap`."
         )
+    missing = [tool for tool in ("setpriv", "prlimit") if shutil.which(tool) is None]
+    if missing:
+        return f"{' and '.join(missing)} (from util-linux) not found; the sandbox needs them to set uid and limits."
     if os.geteuid() != 0:
         return (
             "the python sandbox gives every interpreter its own unprivileged uid, which needs the server to run "
@@ -195,7 +206,9 @@ class UidSlots:
         self._lock = threading.Lock()
 
     def acquire(self) -> int:
-        """A uid no other holder has and no process runs as (stale live processes of a free uid are killed)."""
+        """A uid no other holder has and no process runs as. Live processes of a free uid are orphans of a server
+        that died: they are killed. Zombies (a killed sandbox not yet reaped by init) count against RLIMIT_NPROC,
+        so a uid without any is preferred."""
         self.lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         with self._lock:
             fallback: int | None = None
@@ -203,18 +216,17 @@ class UidSlots:
                 uid = self.base + (self._next + i) % self.count
                 if uid in self._held or _uid_has_account(uid) or not self._try_lock(uid):
                     continue
+                if live_processes_of(uid):
+                    kill_uid(uid)
                 if not processes_of(uid):
                     self._next = (uid - self.base + 1) % self.count
                     return uid
-                # Free but still has processes: zombies of a killed sandbox waiting for init, or leftovers of a
-                # crashed server. Prefer a clean uid; keep the first such one as a fallback.
                 if fallback is None:
                     fallback = uid
                 else:
                     self._unlock(uid)
             if fallback is None:
                 raise SandboxBusy(f"no free sandbox uid in {self.base}..{self.base + self.count - 1}")
-            kill_uid(fallback)
             return fallback
 
     def release(self, uid: int) -> None:
@@ -261,11 +273,16 @@ def _root_links() -> list[str]:
     return args
 
 
-def sandbox_command(config: SandboxConfig, interpreter: str, control_fd: int) -> list[str]:
+def sandbox_command(
+    config: SandboxConfig, uid: int, interpreter: str, control_fd: int, seccomp_fd: int | None
+) -> list[str]:
     lim = config.limits
     bwrap = config.bwrap or shutil.which("bwrap") or "bwrap"
+    # setpriv rather than Popen(user=...): Popen can only use vfork without uid/gid changes, and forking a server
+    # with a model mapped costs milliseconds per page-table copy.
+    setpriv = [shutil.which("setpriv") or "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
     prlimit = [
-        "prlimit",
+        shutil.which("prlimit") or "prlimit",
         f"--cpu={lim.cpu_seconds}:{lim.total_cpu_seconds}",
         f"--as={lim.memory_bytes}",
         f"--fsize={lim.file_size_bytes}",
@@ -280,13 +297,48 @@ def sandbox_command(config: SandboxConfig, interpreter: str, control_fd: int) ->
     mounts += ["--size", str(lim.tmp_bytes), "--tmpfs", "/mnt/data", "--chdir", "/tmp"]
     isolation = ["--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534", "--disable-userns"]
     isolation += ["--cap-drop", "ALL", "--die-with-parent", "--new-session", "--hostname", "sandbox"]
+    if seccomp_fd is not None:
+        isolation += ["--seccomp", str(seccomp_fd)]
     env = ["--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", "/tmp"]
     env += ["--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONIOENCODING", "utf-8"]
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env += ["--setenv", var, "1"]  # one thread per process: threads count against RLIMIT_NPROC and AS
     worker = Path(sandbox_worker.__file__).read_text()
     run = ["--", interpreter, "-I", "-u", "-c", worker, str(control_fd)]
-    return [*prlimit, bwrap, *mounts, *isolation, *env, *run]
+    return [*setpriv, *prlimit, bwrap, *mounts, *isolation, *env, *run]
+
+
+class _Spawner:
+    """Starts processes from one thread that lives as long as the process.
+
+    bwrap's --die-with-parent is PR_SET_PDEATHSIG, which fires when the *thread* that started bwrap exits: a
+    sandbox started from a short-lived thread (asyncio.to_thread, an executor) would be killed with it.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def run(self, fn: Callable[[], T]) -> T:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="gptoss-sandbox-spawner", daemon=True)
+                self._thread.start()
+        future: Future[T] = Future()
+        self._queue.put((fn, future))
+        return future.result()
+
+    def _loop(self) -> None:
+        while True:
+            fn, future = self._queue.get()
+            try:
+                future.set_result(fn())
+            except BaseException as e:  # handed to the caller's thread
+                future.set_exception(e)
+
+
+_SPAWNER = _Spawner()
 
 
 class Interpreter:
@@ -298,6 +350,8 @@ class Interpreter:
         self._out_fd = self._ctl_fd = self._in_fd = -1
         self._ctl_buf = b""
         self._seq = 0
+        self._worker_pid: int | None = None  # host pid of the interpreter
+        self._request_fd: int | None = None  # the fd it reads requests from (reported before any model code ran)
 
     def start(self) -> None:
         interpreter = find_interpreter(self.config)
@@ -305,24 +359,35 @@ class Interpreter:
             raise SandboxUnavailable("no python interpreter for the sandbox")
         out_r, out_w = os.pipe()
         ctl_r, ctl_w = os.pipe()
+        program = seccomp.filter_program() if self.config.seccomp else None
+        filter_fd = None
+        if program is not None:
+            filter_fd, filter_w = os.pipe()
+            os.write(filter_w, program)  # a few hundred bytes: fits the pipe buffer
+            os.close(filter_w)
+        passed = (ctl_w,) if filter_fd is None else (ctl_w, filter_fd)
         try:
-            self.proc = subprocess.Popen(
-                sandbox_command(self.config, interpreter, ctl_w),
-                stdin=subprocess.PIPE, stdout=out_w, stderr=out_w, pass_fds=(ctl_w,), env={},
-                user=self.uid, group=self.uid, extra_groups=[], start_new_session=True, cwd="/",
+            command = sandbox_command(self.config, self.uid, interpreter, ctl_w, filter_fd)
+            self.proc = _SPAWNER.run(
+                lambda: subprocess.Popen(
+                    command, stdin=subprocess.PIPE, stdout=out_w, stderr=out_w, pass_fds=passed, env={},
+                    start_new_session=True, cwd="/",
+                )
             )  # fmt: skip
         except OSError as e:
-            for fd in (out_r, out_w, ctl_r, ctl_w):
+            for fd in (out_r, out_w, ctl_r, *passed):
                 os.close(fd)
             raise SandboxUnavailable(f"could not start bubblewrap: {e}") from e
-        os.close(out_w)
-        os.close(ctl_w)
+        for fd in (out_w, *passed):
+            os.close(fd)
         assert self.proc.stdin is not None
         self._in_fd, self._out_fd, self._ctl_fd = self.proc.stdin.fileno(), out_r, ctl_r
         for fd in (self._in_fd, self._out_fd, self._ctl_fd):
             os.set_blocking(fd, False)
         output = bytearray()
         status = self._pump(b"", self.config.start_seconds, output, ("ready", True))
+        if status is Outcome.OK:
+            self._find_worker()
         if status is not Outcome.OK:
             text = output.decode("utf-8", "replace").strip()[-2000:]
             self.kill()
@@ -335,7 +400,7 @@ class Interpreter:
         output = bytearray()
         status = self._pump(request, wall_seconds, output, ("done", self._seq))
         detail = ""
-        if status is Outcome.OK and not self._only_base_processes():
+        if status is Outcome.OK and not (self._only_base_processes() and self._worker_waits_for_requests()):
             status = Outcome.LEFTOVERS
         if status is Outcome.DIED:
             detail = self._exit_detail()
@@ -379,7 +444,11 @@ class Interpreter:
                         if lines is None:
                             self._drain(output, limit)
                             return Outcome.DIED
-                        if any(line.get(wanted[0]) == wanted[1] for line in lines):
+                        matched = [line for line in lines if line.get(wanted[0]) == wanted[1]]
+                        if matched:
+                            fd = matched[0].get("fd")
+                            if wanted[0] == "ready" and isinstance(fd, int):
+                                self._request_fd = fd
                             self._drain(output, limit)
                             return Outcome.OUTPUT_LIMIT if len(output) > limit else Outcome.OK
         finally:
@@ -430,6 +499,33 @@ class Interpreter:
             lines.append(value)
         return lines
 
+    def _find_worker(self) -> None:
+        """The interpreter is the grandchild of bwrap (bwrap -> its pid-namespace init -> python)."""
+        assert self.proc is not None
+        processes = live_processes_of(self.uid)
+        inits = [pid for pid, ppid in processes.items() if ppid == self.proc.pid]
+        workers = [pid for pid, ppid in processes.items() if inits and ppid == inits[0]]
+        self._worker_pid = workers[0] if len(workers) == 1 else None
+
+    def _worker_waits_for_requests(self) -> bool:
+        """After "done", the interpreter's main thread must be blocked reading its request pipe. The model's code
+        runs in that same process and could send a forged "done" and keep running; this catches it. (Where the
+        kernel does not expose /proc/<pid>/syscall, or on an unknown architecture, the check is skipped.)"""
+        if self._worker_pid is None or self._request_fd is None or READ_SYSCALL is None:
+            return True
+        deadline = time.monotonic() + 0.5
+        while True:
+            try:
+                with open(f"/proc/{self._worker_pid}/syscall") as f:
+                    fields = f.read().split()
+            except OSError:
+                return True
+            if len(fields) >= 2 and fields[0] == str(READ_SYSCALL) and int(fields[1], 16) == self._request_fd:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.002)
+
     def _only_base_processes(self) -> bool:
         """After a call, only bwrap, its init and the interpreter may be alive (killed ones may linger as zombies)."""
         deadline = time.monotonic() + 0.25
@@ -459,9 +555,7 @@ class Interpreter:
         if self.proc is None:
             return
         if self.proc.poll() is None:
-            with contextlib.suppress(OSError):
-                os.close(self._in_fd)
-            self._in_fd = -1
+            self._close_stdin()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=1.0)
         self.kill()
@@ -480,15 +574,19 @@ class Interpreter:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=2.0)
         kill_uid(self.uid)
-        for fd in (self._in_fd, self._out_fd, self._ctl_fd):
+        self._close_stdin()
+        for fd in (self._out_fd, self._ctl_fd):
             if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        if self.proc.stdin is not None:
+                os.close(fd)
+        self._out_fd = self._ctl_fd = -1
+        self.proc = None
+
+    def _close_stdin(self) -> None:
+        """Close the request pipe once, through its file object (a second raw close could hit a reused fd)."""
+        if self.proc is not None and self.proc.stdin is not None and not self.proc.stdin.closed:
             with contextlib.suppress(OSError):
                 self.proc.stdin.close()
-        self._in_fd = self._out_fd = self._ctl_fd = -1
-        self.proc = None
+        self._in_fd = -1
 
     @property
     def alive(self) -> bool:
@@ -507,6 +605,7 @@ class PythonSession:
         self.interpreter: Interpreter | None = None
         self.last_used = time.monotonic()
         self.busy = False
+        self.uid: int | None = None  # the uid of the current (or last) interpreter
         self._lost: str | None = None  # why the previous interpreter (and its state) went away
         self._lock = threading.Lock()
 
@@ -521,6 +620,7 @@ class PythonSession:
                 fresh = self.interpreter is None
                 if fresh:
                     self.interpreter = self.pool._start_interpreter(self)
+                    self.uid = self.interpreter.uid
                 assert self.interpreter is not None
                 out, outcome, detail = self.interpreter.execute(code, wall, limits.cpu_seconds)
                 reset, self._lost = (self._lost if fresh else None), None

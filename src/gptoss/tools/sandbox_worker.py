@@ -103,7 +103,7 @@ def main() -> None:
     requests, control = open_channels(int(sys.argv[1]))
     main_pid = os.getpid()
     namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
-    control.write(b'{"ready": true}\n')
+    control.write(json.dumps({"ready": True, "fd": requests.fileno()}).encode() + b"\n")
     for number, line in enumerate(requests, start=1):
         request = json.loads(line)
         set_cpu_budget(int(request["cpu"]))
