@@ -84,6 +84,13 @@ def test_render_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], conte
     assert re.search(message, err), err
 
 
+def test_render_file_that_is_not_utf8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "latin1.json"
+    path.write_bytes(b'{"messages": [{"role": "user", "content": "caf\xe9"}]}')
+    assert main(["render", str(path)]) == 2
+    assert re.search(r"gptoss render: error: .*latin1\.json is not UTF-8 text", capsys.readouterr().err)
+
+
 def test_tokenize_argument_and_stdin(
     enc: HarmonyEncoding, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

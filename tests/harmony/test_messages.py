@@ -113,11 +113,14 @@ BAD_JSON = [
     (conversation(content=3), r"messages\[0\]\.content: expected a JSON array, got number"),
     (conversation(content=[{"type": "image"}]), r"messages\[0\]\.content\[0\]\.type: unknown content type 'image'"),
     (conversation(content=[{"type": "text"}]), r"messages\[0\]\.content\[0\]\.text: missing"),
+    (conversation(content=[{"type": "text", "text": None}]), r"content\[0\]\.text: expected a string, got null"),
     ({"messages": [{"role": "tool", "content": "x"}]}, r"messages\[0\]\.name: Tools should have a name!"),
     (system_with(reasoning_effort="Extreme"), r"content\[0\]\.reasoning_effort: unknown reasoning effort 'Extreme'"),
     (system_with(channel_config={"valid_channels": "final", "channel_required": True}),
      r"content\[0\]\.channel_config\.valid_channels: expected a JSON array, got string"),
     (system_with(channel_config={"valid_channels": []}), r"channel_config\.channel_required: expected true or false"),
+    (system_with(channel_config={"valid_channels": [1], "channel_required": True}),
+     r"channel_config\.valid_channels: expected a list of strings"),
     (system_with(tools=[]), r"content\[0\]\.tools: expected a JSON object, got array"),
     (system_with(tools={"x": {"name": "x"}}), r"content\[0\]\.tools\.x\.tools: expected a JSON array, got null"),
     (tools_with({"name": "f"}), r"tools\.functions\.tools\[0\]\.description: missing"),
@@ -161,6 +164,16 @@ def test_custom_channel_declared_by_the_system_message_is_accepted() -> None:
 def test_invalid_objects(make: Any, message: str) -> None:
     with pytest.raises(HarmonyError, match=message):
         make()
+
+
+def test_directly_built_conversations_are_validated_too(enc: gh.HarmonyEncoding) -> None:
+    with pytest.raises(HarmonyError, match=r"messages\[1\]: expected a Message, got str"):
+        enc.render_conversation(gh.Conversation([gh.Message.from_role_and_content("user", "x"), "oops"]))  # type: ignore[list-item]
+    bad_item = gh.Message(gh.Author(gh.Role.USER), ["raw"])  # type: ignore[list-item]
+    with pytest.raises(HarmonyError, match=r"messages\[0\]\.content\[0\]: expected TextContent, SystemContent"):
+        enc.render_conversation(gh.Conversation([bad_item]))
+    with pytest.raises(HarmonyError, match="unsupported content item 'raw'"):
+        enc.render(bad_item)
 
 
 def test_harmony_error_is_a_value_error() -> None:

@@ -161,6 +161,13 @@ def test_remaining_words_use_rust_debug_escapes(enc: HarmonyEncoding, oh: Module
     assert_same(oh, oh_enc, enc, enc.encode(text, allowed_special="all"), "assistant")
 
 
+def test_header_that_is_not_utf8(enc: HarmonyEncoding, oh: ModuleType, oh_enc: Any) -> None:
+    tokens = [tok.CHANNEL, 172, tok.MESSAGE, *enc.encode("x")]
+    with pytest.raises(HarmonyError, match="^could not decode header$"):
+        StreamableParser(enc, "assistant").process(tok.CHANNEL).process(172).process(tok.MESSAGE)
+    assert_same(oh, oh_enc, enc, tokens, "assistant")
+
+
 def test_tokens_after_return_need_a_start_in_strict_mode(enc: HarmonyEncoding) -> None:
     with pytest.raises(HarmonyError, match="Unexpected token 12606 while expecting start token 200006"):
         feed(enc, "<|channel|>final<|message|>done<|return|>commentary")

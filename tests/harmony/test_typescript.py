@@ -71,6 +71,13 @@ def test_serde_display(value: Any, text: str) -> None:
     assert serde_display(value) == text
 
 
+def test_serde_parse_and_display_reject_non_json() -> None:
+    with pytest.raises(HarmonyError, match="not a JSON number: 'NaN'"):
+        serde_parse("NaN")
+    with pytest.raises(TypeError, match="not a JSON value: b'x'"):
+        serde_display(b"x")
+
+
 @pytest.mark.parametrize(
     ("text", "value"),
     [
@@ -122,6 +129,8 @@ INVALID = [
     ({"type": "object", "properties": ["a"]}, r"parameters\.properties: must be an object mapping names to schemas"),
     (params(a={"oneOf": []}), r"properties\.a\.oneOf: must be a non-empty list of schemas"),
     (params(a={"items": 3}), r"properties\.a\.items: a JSON Schema must be an object or a boolean, got int"),
+    (params(a={"items": [{}, "x"]}), r"properties\.a\.items\[1\]: a JSON Schema must be an object or a boolean"),
+    (params(a={"not": []}), r"properties\.a\.not: a JSON Schema must be an object or a boolean, got list"),
     (params(a={"enum": "x"}), r"properties\.a\.enum: must be a list"),
     (params(a={"description": 1}), r"properties\.a\.description: must be a string"),
     (params(a={"nullable": "yes"}), r"properties\.a\.nullable: must be true or false"),

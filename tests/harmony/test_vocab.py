@@ -16,6 +16,7 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Private gptoss and tiktoken cache dirs, so only what a test puts there is found."""
     for key in ("GPTOSS_CACHE_DIR", "TIKTOKEN_CACHE_DIR", "TIKTOKEN_RS_CACHE_DIR"):
         monkeypatch.setenv(key, str(tmp_path / key.lower()))
+    monkeypatch.delenv("TIKTOKEN_ENCODINGS_BASE", raising=False)
     return tmp_path
 
 
@@ -53,6 +54,11 @@ def test_tiktoken_rs_cache_is_used_too(sandbox: Path, vocab_dir: Path) -> None:
     rs.parent.mkdir()
     rs.write_bytes((vocab_dir / "o200k_base.tiktoken").read_bytes())
     assert vocab.find_vocab_bytes()[1] == str(rs)
+
+
+def test_tiktoken_encodings_base_is_used_too(sandbox: Path, vocab_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIKTOKEN_ENCODINGS_BASE", str(vocab_dir))
+    assert vocab.find_vocab_bytes()[1] == str(vocab_dir / "o200k_base.tiktoken")
 
 
 def test_wrong_files_are_skipped_and_replaced(sandbox: Path) -> None:

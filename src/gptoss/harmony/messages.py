@@ -382,7 +382,7 @@ def declared_channels(messages: Iterable[Message]) -> set[str]:
     """Channels a system message declares (a custom ChannelConfig makes its channels legal)."""
     found: set[str] = set()
     for m in messages:
-        for c in m.content:
+        for c in m.content if isinstance(m, Message) else []:  # non-messages are reported by check_message
             if isinstance(c, SystemContent) and c.channel_config is not None:
                 found.update(c.channel_config.valid_channels)
     return found

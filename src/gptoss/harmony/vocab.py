@@ -1,7 +1,8 @@
 """Find, convert, verify and cache `o200k_base.tiktoken`, the BPE ranks under o200k_harmony, without network.
 
 Sources, in order: our own cache; the tiktoken caches (Python `tiktoken` and the Rust `tiktoken-rs` one that
-openai-harmony uses), which hold the file under the sha1 of its download URL; and last the vocabulary that the
+openai-harmony uses), which hold the file under the sha1 of its download URL, and `$TIKTOKEN_ENCODINGS_BASE`
+(openai-harmony's offline setting); and last the vocabulary that the
 `quicktok-v1` wheel ships in a binary form, which we convert. Whatever the source, the bytes must hash to
 `VOCAB_SHA256`: that hash, not the source, is what makes the file OpenAI's. The verified file is written to
 `$GPTOSS_CACHE_DIR` (else the platformdirs user cache dir) so later loads are a read and a hash.
@@ -43,13 +44,17 @@ def sha256_hex(data: bytes) -> str:
 
 
 def tiktoken_cache_candidates() -> Iterator[Path]:
-    """The files the tiktoken caches would hold: named by the sha1 of the download URL."""
+    """The files the tiktoken caches would hold (named by the sha1 of the download URL), then the directory
+    openai-harmony users point `TIKTOKEN_ENCODINGS_BASE` at."""
     key = hashlib.sha1(VOCAB_URL.encode()).hexdigest()
     tmp = Path(tempfile.gettempdir())
     py_dir = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR")
     yield (Path(py_dir) if py_dir else tmp / "data-gym-cache") / key
     rs_dir = os.environ.get("TIKTOKEN_RS_CACHE_DIR")
     yield (Path(rs_dir) if rs_dir else tmp / "tiktoken-rs-cache") / key
+    base = os.environ.get("TIKTOKEN_ENCODINGS_BASE")
+    if base:
+        yield Path(base) / VOCAB_FILENAME
 
 
 def quicktok_vocab_path() -> Path | None:
