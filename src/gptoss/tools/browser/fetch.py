@@ -50,6 +50,10 @@ class UrlRefused(BackendError):
 
 def forbidden_reason(ip: Address) -> str | None:
     """Why a connection to `ip` is refused, or None for a public unicast address."""
+    if ip.is_unspecified:
+        return "the unspecified address"
+    if ip.is_loopback:
+        return "a loopback address"
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             return "an IPv4-mapped IPv6 address"
@@ -58,12 +62,10 @@ def forbidden_reason(ip: Address) -> str | None:
         if ip in NAT64 or ip in NAT64_LOCAL:
             return "a NAT64 address"
         if ip in IPV4_COMPATIBLE:
-            return "an IPv4-compatible IPv6 address" if int(ip) > 1 else "the loopback or unspecified address"
+            return "an IPv4-compatible IPv6 address"
     if ip in METADATA_IPS:
         return "the cloud metadata address"
     for attribute, reason in (
-        ("is_unspecified", "the unspecified address"),
-        ("is_loopback", "a loopback address"),
         ("is_link_local", "a link-local address"),
         ("is_multicast", "a multicast address"),
         ("is_private", "a private address"),

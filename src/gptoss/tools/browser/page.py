@@ -45,6 +45,7 @@ class Page:
     kind: PageKind = PageKind.PAGE
     targets: dict[int, int] = field(default_factory=dict)  # link id -> line to open that link at
     cite_url: str | None = None  # what a citation of this page points to (None: not citable)
+    cite_title: str | None = None  # the title for that citation (default: this page's)
     _lines: list[str] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -166,7 +166,7 @@ class BrowserTool(Tool):
         if not 0 <= cursor < len(self.stack):
             return None
         page = self.stack[cursor]
-        return (page.cite_url, page.title) if page.cite_url else None
+        return (page.cite_url, page.cite_title or page.title) if page.cite_url else None
 
     async def _fetch(self, url: str, *, refresh: bool, view_source: bool) -> Page:
         key = f"view-source:{url}" if view_source else url
@@ -269,4 +269,5 @@ def find_page(page: Page, pattern: str) -> Page:
         kind=PageKind.FIND,
         targets=targets,
         cite_url=page.cite_url,
+        cite_title=page.cite_title or page.title,
     )
