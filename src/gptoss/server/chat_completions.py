@@ -7,7 +7,7 @@ deltas merged, so both paths agree by construction. Stop sequences apply to `con
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ from gptoss.server.generation import (
     Usage,
     check_fits,
     check_model,
+    context_length,
     harmony,
     new_id,
     now,
@@ -233,7 +234,7 @@ class ChatPrepared:
         except conv.ConversionError as e:
             raise bad_request(str(e), e.param) from None
         max_tokens, param = max_tokens_of(req)
-        check_fits(len(prompt.tokens), max_tokens, state.engine.context_length, param)
+        check_fits(len(prompt.tokens), max_tokens, context_length(state.engine), param)
         top = top_logprobs_of(req)
         params = sampling(req.temperature, req.top_p, req.seed, max_tokens, stop_tokens())
         self.parser = OutputParser(harmony(), prompt.forced, [t.name for t in spec.tools])
@@ -241,6 +242,11 @@ class ChatPrepared:
         self.generation = submit(state.engine, prompt.tokens, params, top)
         self.id, self.created, self.model = new_id("chatcmpl"), now(), state.config.model_name
         self.req, self.state = req, state
+        self.gone = False
+
+    def client_left(self) -> None:
+        self.gone = True
+        self.generation.cancel()
 
     async def deltas(self) -> AsyncIterator[Delta]:
         async for out in output_events(self.generation, self.parser):
@@ -279,7 +285,7 @@ class ChatPrepared:
 async def create_chat_completion(req: ChatCompletionRequest, request: Request, state: ServerState) -> Response:
     prepared = ChatPrepared(req, state)
     if req.stream:
-        return sse_response(stream_chat(prepared, request), state.config.keepalive_seconds)
+        return sse_response(stream_chat(prepared), state.config.keepalive_seconds, prepared.client_left)
     deltas: list[Delta] = []
     try:
         async with on_disconnect(request, prepared.generation.cancel):
@@ -297,25 +303,16 @@ async def create_chat_completion(req: ChatCompletionRequest, request: Request, s
     return JSONResponse(prepared.envelope("chat.completion", choices=[choice], usage=usage))
 
 
-async def stream_chat(prepared: ChatPrepared, request: Request) -> AsyncIterator[bytes]:
-    gone = False
-
-    def client_left() -> None:
-        nonlocal gone
-        gone = True
-        prepared.generation.cancel()
-
+async def stream_chat(prepared: ChatPrepared) -> AsyncGenerator[bytes, None]:
     try:
         yield prepared.chunk({"role": "assistant", "content": ""})
-        async with on_disconnect(request, client_left):
-            async for delta in prepared.deltas():
-                yield prepared.chunk(delta.fields, delta.logprobs)
+        async for delta in prepared.deltas():
+            yield prepared.chunk(delta.fields, delta.logprobs)
     finally:
         prepared.generation.cancel()
-    if gone:
-        return
-    for chunk in final_chunks(prepared):
-        yield chunk
+    if not prepared.gone:
+        for chunk in final_chunks(prepared):
+            yield chunk
 
 
 def final_chunks(prepared: ChatPrepared) -> list[bytes]:

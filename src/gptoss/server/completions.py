@@ -7,7 +7,7 @@ or at max_tokens (default 16, as in OpenAI's API).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from fastapi import Request
@@ -21,6 +21,7 @@ from gptoss.server.generation import (
     Usage,
     check_fits,
     check_model,
+    context_length,
     harmony,
     new_id,
     now,
@@ -37,6 +38,12 @@ from gptoss.server.state import ServerState
 
 def prompt_tokens(prompt: str | list[int]) -> list[int]:
     if isinstance(prompt, list):
+        vocab = harmony().tokenizer.n_vocab
+        bad = next((i for i, t in enumerate(prompt) if not 0 <= t < vocab), None)
+        if bad is not None:
+            raise bad_request(
+                f"token id {prompt[bad]} at index {bad} is outside the vocabulary (0..{vocab - 1})", "prompt"
+            )
         return prompt
     try:
         return harmony().encode(prompt, allowed_special="all")
@@ -67,7 +74,7 @@ class CompletionRun:
     def __init__(self, req: CompletionRequest, state: ServerState) -> None:
         check_model(req.model, state.config.model_name)
         tokens = prompt_tokens(req.prompt)
-        check_fits(len(tokens), req.max_tokens, state.engine.context_length, "max_tokens")
+        check_fits(len(tokens), req.max_tokens, context_length(state.engine), "max_tokens")
         params = sampling(req.temperature, req.top_p, req.seed, req.max_tokens, stop_tokens())
         self.generation = submit(state.engine, tokens, params, req.logprobs)
         self.detokenizer = IncrementalDetokenizer(harmony().tokenizer)
@@ -75,6 +82,11 @@ class CompletionRun:
         self.logprobs = LegacyLogprobs() if req.logprobs is not None else None
         self.text = ""
         self.id, self.created, self.model, self.req = new_id("cmpl"), now(), state.config.model_name, req
+        self.gone = False
+
+    def client_left(self) -> None:
+        self.gone = True
+        self.generation.cancel()
 
     async def pieces(self) -> AsyncIterator[tuple[str, dict[str, list[Any]] | None]]:
         """(text, logprobs row) per token, cut at a stop sequence."""
@@ -112,7 +124,7 @@ class CompletionRun:
 async def create_completion(req: CompletionRequest, request: Request, state: ServerState) -> Response:
     run = CompletionRun(req, state)
     if req.stream:
-        return sse_response(stream_completion(run, request), state.config.keepalive_seconds)
+        return sse_response(stream_completion(run), state.config.keepalive_seconds, run.client_left)
     try:
         async with on_disconnect(request, run.generation.cancel):
             async for _ in run.pieces():
@@ -124,30 +136,24 @@ async def create_completion(req: CompletionRequest, request: Request, state: Ser
     return JSONResponse(run.body([choice], usage_of(run.generation, None)))
 
 
-async def stream_completion(run: CompletionRun, request: Request) -> AsyncIterator[bytes]:
-    gone = False
-
-    def client_left() -> None:
-        nonlocal gone
-        gone = True
-        run.generation.cancel()
-
+async def stream_completion(run: CompletionRun) -> AsyncGenerator[bytes, None]:
     try:
-        async with on_disconnect(request, client_left):
-            async for text, row in run.pieces():
-                yield frame(run.body([{"text": text, "index": 0, "logprobs": row, "finish_reason": None}]))
+        async for text, row in run.pieces():
+            yield frame(run.body([{"text": text, "index": 0, "logprobs": row, "finish_reason": None}]))
     finally:
         run.generation.cancel()
-    if gone:
-        return
+    if not run.gone:
+        for chunk in final_chunks(run):
+            yield chunk
+
+
+def final_chunks(run: CompletionRun) -> list[bytes]:
     try:
         reason = run.finish_reason()
     except ApiError as e:
-        yield frame(e.body())
-        yield DONE
-        return
-    yield frame(run.body([{"text": "", "index": 0, "logprobs": None, "finish_reason": reason}]))
+        return [frame(e.body()), DONE]
+    chunks = [frame(run.body([{"text": "", "index": 0, "logprobs": None, "finish_reason": reason}]))]
     options = run.req.stream_options
     if options is not None and options.include_usage:
-        yield frame(run.body([], usage_of(run.generation, None)))
-    yield DONE
+        chunks.append(frame(run.body([], usage_of(run.generation, None))))
+    return [*chunks, DONE]

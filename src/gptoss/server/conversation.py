@@ -244,11 +244,17 @@ def to_message(item: Item, names: dict[str, str]) -> Message:
 def forced_header(choice: ToolChoice, encoding: HarmonyEncoding) -> list[int]:
     if choice.mode not in ("required", "function"):
         return []
-    channel = encoding.encode("<|channel|>", allowed_special={"<|channel|>"})
+
+    def text(piece: str) -> list[int]:  # `disallowed_special=()`: no special-token scan (names are validated)
+        return encoding.encode(piece, disallowed_special=())
+
+    def special(name: str) -> list[int]:
+        return encoding.encode(name, allowed_special="all")
+
     if choice.mode == "required":  # the model picks the name
-        return channel + encoding.encode("commentary to=functions.")
-    rest = encoding.encode(" <|constrain|>json<|message|>", allowed_special={"<|constrain|>", "<|message|>"})
-    return channel + encoding.encode(f"commentary to=functions.{choice.name}") + rest
+        return special("<|channel|>") + text("commentary to=functions.")
+    header = special("<|channel|>") + text(f"commentary to=functions.{choice.name}") + text(" ")
+    return header + special("<|constrain|>") + text("json") + special("<|message|>")
 
 
 # ---- output side ----
@@ -356,10 +362,22 @@ class OutputParser:
 
     def finish(self) -> list[OutputEvent]:
         """The stream ended: close whatever is open (marked truncated unless a stop token had closed it)."""
+        in_header = self._parser.state is StreamState.HEADER
         self._parser.process_eos()
+        if in_header and self._ends_in_empty_message():
+            self._skip_cut_header()
         out = self._close_finished(truncated=True)
         self._collect_repairs()
         return out
+
+    def _ends_in_empty_message(self) -> bool:
+        messages = self._parser.messages
+        return len(messages) > self._cursor.messages_seen and not message_text(messages[-1])
+
+    def _skip_cut_header(self) -> None:
+        """Output cut off inside a header (the token budget ran out) holds no text: neither an item nor a problem."""
+        self._cursor.messages_seen = len(self._parser.messages)
+        self._cursor.repairs_seen = len(self._parser.repairs)
 
     # ---- internals ----
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from gptoss.engine import Engine, EngineNotReadyError, Generation, QueueFullError
@@ -68,13 +68,25 @@ def sampling(
     return SamplingParams(temperature=t, top_p=p, seed=seed, max_tokens=max_tokens, stop_tokens=frozenset(stop_tokens))
 
 
+def not_ready(e: EngineNotReadyError) -> ApiError:
+    message = f"The model is still loading: {e}; retry shortly."
+    return ApiError(503, message, code="model_loading", headers={"Retry-After": "1"})
+
+
+def context_length(engine: Engine) -> int:
+    try:
+        return engine.context_length
+    except EngineNotReadyError as e:
+        raise not_ready(e) from None
+
+
 def submit(
     engine: Engine, tokens: Sequence[int], params: SamplingParams, top_logprobs: int | None = None
 ) -> Generation:
     try:
         return engine.submit(tokens, params, top_logprobs)
     except EngineNotReadyError as e:
-        raise ApiError(503, f"The model is still loading: {e}; retry shortly.", code="model_loading") from None
+        raise not_ready(e) from None
     except QueueFullError as e:
         raise ApiError(429, str(e), code="queue_full", headers={"Retry-After": "1"}) from None
     except InputError as e:
@@ -140,7 +152,3 @@ class StopMatcher:
 
 def stop_list(stop: str | list[str] | None) -> list[str]:
     return [stop] if isinstance(stop, str) else list(stop or [])
-
-
-def token_texts(tokens: Iterator[int]) -> list[str]:
-    return [harmony().decode([t]) for t in tokens]

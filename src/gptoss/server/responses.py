@@ -7,7 +7,7 @@ payload a streaming client would get.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from fastapi import Request
@@ -21,6 +21,7 @@ from gptoss.server.errors import ApiError, bad_request
 from gptoss.server.generation import (
     check_fits,
     check_model,
+    context_length,
     harmony,
     new_id,
     now,
@@ -317,12 +318,17 @@ class Prepared:
             prompt = conv.render_prompt(spec, harmony())
         except conv.ConversionError as e:
             raise bad_request(str(e), e.param) from None
-        check_fits(len(prompt.tokens), req.max_output_tokens, state.engine.context_length, "max_output_tokens")
+        check_fits(len(prompt.tokens), req.max_output_tokens, context_length(state.engine), "max_output_tokens")
         params = sampling(req.temperature, req.top_p, None, req.max_output_tokens, stop_tokens())
         self.parser = OutputParser(harmony(), prompt.forced, [t.name for t in spec.tools])
         self.run = ResponseRun(response_skeleton(req, new_id("resp"), self.instructions, state))
         self.generation = submit(state.engine, prompt.tokens, params)
         self.req, self.state = req, state
+        self.gone = False
+
+    def client_left(self) -> None:
+        self.gone = True
+        self.generation.cancel()
 
     def conclude(self) -> dict[str, Any]:
         """The final event; stores the response when asked to (the default) and it was not cut off by the client."""
@@ -341,7 +347,7 @@ class Prepared:
 async def create_response(req: ResponsesRequest, request: Request, state: ServerState) -> Response:
     prepared = Prepared(req, state)
     if req.stream:
-        return sse_response(stream_response(prepared, request), state.config.keepalive_seconds)
+        return sse_response(stream_response(prepared), state.config.keepalive_seconds, prepared.client_left)
     try:
         async with on_disconnect(request, prepared.generation.cancel):
             async for out in output_events(prepared.generation, prepared.parser):
@@ -352,25 +358,17 @@ async def create_response(req: ResponsesRequest, request: Request, state: Server
     return JSONResponse(prepared.run.response)
 
 
-async def stream_response(prepared: Prepared, request: Request) -> AsyncIterator[bytes]:
-    gone = False
-
-    def client_left() -> None:
-        nonlocal gone
-        gone = True
-        prepared.generation.cancel()
-
+async def stream_response(prepared: Prepared) -> AsyncGenerator[bytes, None]:
     try:
         for event in prepared.run.start():
             yield frame(event, event["type"])
-        async with on_disconnect(request, client_left):
-            async for out in output_events(prepared.generation, prepared.parser):
-                for event in prepared.run.feed(out):
-                    yield frame(event, event["type"])
+        async for out in output_events(prepared.generation, prepared.parser):
+            for event in prepared.run.feed(out):
+                yield frame(event, event["type"])
     finally:
         prepared.generation.cancel()  # no-op when finished; frees the engine if the stream was abandoned
     final = prepared.conclude()
-    if not gone:
+    if not prepared.gone:
         yield frame(final, final["type"])
 
 

@@ -7,13 +7,14 @@ to fail, so a client that goes away during a long prefill frees the engine at on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 KEEPALIVE = b": keep-alive\n\n"
 DONE = b"data: [DONE]\n\n"
@@ -30,7 +31,7 @@ def frame(data: dict[str, Any], event: str | None = None) -> bytes:
     return f"{head}data: {encode_json(data)}\n\n".encode()
 
 
-async def with_keepalive(chunks: AsyncIterator[bytes], interval: float) -> AsyncIterator[bytes]:
+async def with_keepalive(chunks: AsyncGenerator[bytes, None], interval: float) -> AsyncIterator[bytes]:
     """Passes chunks through, inserting a comment line whenever `interval` seconds pass without one."""
     pending: asyncio.Future[bytes] = asyncio.ensure_future(anext(chunks))
     try:
@@ -47,25 +48,54 @@ async def with_keepalive(chunks: AsyncIterator[bytes], interval: float) -> Async
             pending = asyncio.ensure_future(anext(chunks))
     finally:
         pending.cancel()
+        with contextlib.suppress(BaseException):
+            await pending
+        await chunks.aclose()  # runs the producer's cleanup (which cancels its generation)
 
 
-async def wait_for_disconnect(request: Request) -> None:
+async def wait_for_disconnect(receive: Receive) -> None:
     while True:
-        message = await request.receive()
+        message = await receive()
         if message["type"] == "http.disconnect":
             return
 
 
-@asynccontextmanager
+def watch(receive: Receive, callback: Callable[[], None]) -> asyncio.Task[None]:
+    watcher = asyncio.create_task(wait_for_disconnect(receive))
+    watcher.add_done_callback(lambda task: None if task.cancelled() else callback())
+    return watcher
+
+
+@contextlib.asynccontextmanager
 async def on_disconnect(request: Request, callback: Callable[[], None]) -> AsyncIterator[None]:
     """Calls `callback` as soon as the client disconnects, for as long as the block runs."""
-    watcher = asyncio.create_task(wait_for_disconnect(request))
-    watcher.add_done_callback(lambda task: None if task.cancelled() else callback())
+    watcher = watch(request.receive, callback)
     try:
         yield
     finally:
         watcher.cancel()
 
 
-def sse_response(chunks: AsyncIterator[bytes], keepalive: float) -> StreamingResponse:
-    return StreamingResponse(with_keepalive(chunks, keepalive), media_type="text/event-stream", headers=HEADERS)
+class EventStream(StreamingResponse):
+    """A streaming response that watches for the client leaving from its first byte to its last, calls
+    `on_disconnect` at once when it does (or when a write fails), and always closes its producer."""
+
+    def __init__(self, chunks: AsyncGenerator[bytes, None], keepalive: float, on_disconnect: Callable[[], None]):
+        super().__init__(with_keepalive(chunks, keepalive), media_type="text/event-stream", headers=HEADERS)
+        self.on_disconnect = on_disconnect
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        watcher = watch(receive, self.on_disconnect)
+        try:
+            await self.stream_response(send)
+        except OSError:  # the client went away mid-write: nothing left to tell it
+            self.on_disconnect()
+        finally:
+            watcher.cancel()
+            await self.body_iterator.aclose()  # type: ignore[attr-defined]
+
+
+def sse_response(
+    chunks: AsyncGenerator[bytes, None], keepalive: float, on_disconnect: Callable[[], None]
+) -> EventStream:
+    return EventStream(chunks, keepalive, on_disconnect)
