@@ -123,11 +123,10 @@ def usage_of(generation: Generation, parser: OutputParser | None) -> Usage:
 
 
 class StopMatcher:
-    """Cuts a text stream at the first of the stop sequences, holding back text that might begin one."""
+    """Cuts a text stream at the first of the stop sequences, holding back only text that may begin one."""
 
     def __init__(self, stops: Sequence[str]) -> None:
         self.stops = [s for s in stops if s]
-        self.hold = max((len(s) for s in self.stops), default=1) - 1
         self.buffer = ""
         self.stopped = False
 
@@ -141,9 +140,14 @@ class StopMatcher:
             self.stopped = True
             out, self.buffer = self.buffer[:cut], ""
             return out
-        keep = min(self.hold, len(self.buffer))
+        keep = self._possible_start()
         out, self.buffer = self.buffer[: len(self.buffer) - keep], self.buffer[len(self.buffer) - keep :]
         return out
+
+    def _possible_start(self) -> int:
+        """Length of the longest end of the buffer that is the beginning of a stop sequence."""
+        ends = (k for s in self.stops for k in range(min(len(s) - 1, len(self.buffer)), 0, -1))
+        return max((k for k in ends if any(self.buffer.endswith(s[:k]) for s in self.stops)), default=0)
 
     def flush(self) -> str:
         out, self.buffer = ("" if self.stopped else self.buffer), ""
