@@ -8,15 +8,13 @@ from tests.server.conftest import MODEL, Running, decode, tokens
 
 RAW = "<|start|>user<|message|>hi<|end|><|start|>assistant"
 OUT = "<|channel|>analysis<|message|>Let me think.<|end|><|start|>assistant<|channel|>final<|message|>Hello there!"
+OUT = "<|channel|>analysis<|message|>Let me think.<|end|><|start|>assistant<|channel|>final<|message|>Hello there!"
 
 
 def test_text_prompt_with_special_tokens_is_tokenized_as_harmony(srv: Running) -> None:
     r = srv.client().completions.create(model=MODEL, prompt=RAW, max_tokens=100)
     assert srv.source.prompts[-1] == tokens(RAW)
-    assert (
-        r.choices[0].text
-        == "<|channel|>analysis<|message|>Let me think.<|end|><|start|>assistant<|channel|>final<|message|>Hello there!<|return|>"
-    )
+    assert r.choices[0].text == OUT + "<|return|>"
     assert r.choices[0].finish_reason == "stop"
     assert r.usage is not None and (r.usage.prompt_tokens, r.usage.completion_tokens) == (len(tokens(RAW)), 17)
 
@@ -26,11 +24,7 @@ def test_token_id_prompt_and_default_max_tokens(srv: Running) -> None:
     assert srv.source.prompts[-1] == [200006, 1428, 200008]
     assert srv.source.params[-1].max_tokens == 16  # OpenAI's default for this endpoint
     assert r.choices[0].finish_reason == "length"
-    assert r.choices[0].text == decode(
-        tokens(
-            "<|channel|>analysis<|message|>Let me think.<|end|><|start|>assistant<|channel|>final<|message|>Hello there!"
-        )
-    )
+    assert r.choices[0].text == decode(tokens(OUT)[:16])
 
 
 def test_stop_sequence_and_streaming(srv: Running) -> None:
