@@ -18,6 +18,7 @@ TEST_LIMITS = SandboxLimits(
     cpu_seconds=2,
     total_cpu_seconds=60,
     memory_bytes=256 << 20,
+    total_memory_bytes=384 << 20,
     file_size_bytes=4 << 20,
     processes=32,
     open_files=64,

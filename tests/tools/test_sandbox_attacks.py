@@ -8,7 +8,6 @@ must survive, a secret in the test's environment must not show up, and the slot 
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
@@ -117,6 +116,27 @@ except MemoryError:
     print("MemoryError after", len(chunks) * 16, "MiB")
     if len(chunks) * 16 > 512:
         print("ESCAPED allocated", len(chunks) * 16, "MiB")
+""",
+    "memory_bomb_many_processes": """
+import os, time
+readers = []
+for _ in range(6):
+    r, w = os.pipe()
+    if os.fork() == 0:
+        os.close(r)
+        try:
+            hoard = bytearray(160 << 20)
+            os.write(w, b"y")
+            time.sleep(1)
+        except MemoryError:
+            pass
+        os._exit(0)
+    os.close(w)
+    readers.append(r)
+got = sum(os.read(r, 1) == b"y" for r in readers)
+print("children holding 160 MiB at once:", got)
+if got * 160 > P["total_mib"] and P["capped"]:
+    print("ESCAPED", got * 160, "MiB across processes")
 """,
     "detached_grandchild": """
 import os, time
@@ -318,6 +338,7 @@ def test_attack_is_contained(
     decoy: subprocess.Popen[bytes],
     secret_env: None,
 ) -> None:
+    limiter = pool.memory_limiter()
     params = {
         "tcp4": listeners["tcp4"].port,
         "tcp6": listeners["tcp6"].port,
@@ -329,11 +350,13 @@ def test_attack_is_contained(
         "tmp_bytes": TEST_LIMITS.tmp_bytes,
         "fsize": TEST_LIMITS.file_size_bytes,
         "nofile": TEST_LIMITS.open_files,
+        "total_mib": TEST_LIMITS.total_memory_bytes >> 20,
+        "capped": limiter is not None and limiter.available,
     }
     tool = PythonTool(pool)
     try:
         start = time.monotonic()
-        output = tool.execute(f"P = {json.dumps(params)}\n{ATTACKS[name]}")
+        output = tool.execute(f"P = {params!r}\n{ATTACKS[name]}")
         elapsed = time.monotonic() - start
         uid = tool.session.uid
         assert uid is not None
@@ -363,3 +386,25 @@ def test_attack_is_contained(
 
 def test_attack_corpus_is_large_enough() -> None:
     assert len(ATTACKS) >= 20
+
+
+def test_total_memory_cap_is_active_or_explained(pool: SandboxPool) -> None:
+    """The multi-process memory bomb above is only contained by the cgroup; without one, say why."""
+    limiter = pool.memory_limiter()
+    assert limiter is not None
+    assert limiter.available or (limiter.reason or "").strip()
+    if limiter.available:
+        tool = PythonTool(pool)
+        try:
+            assert tool.execute("print(1)") == "1\n"
+            interpreter = tool.session.interpreter
+            assert interpreter is not None and interpreter.cgroup is not None
+            limit_files = [
+                p / name for p in interpreter.cgroup.paths for name in ("memory.limit_in_bytes", "memory.max")
+            ]
+            limits = {int(f.read_text()) for f in limit_files if f.exists()}
+            assert limits == {TEST_LIMITS.total_memory_bytes}
+            paths = interpreter.cgroup.paths
+        finally:
+            tool.close()
+        assert not any(path.exists() for path in paths)  # removed with the interpreter

@@ -8,7 +8,9 @@ Design (measured choices: shared/reference/sandbox-and-server-reliability.md):
   /mnt/data and /dev/shm, its own network namespace (no interfaces but lo), pid/ipc/uts/cgroup namespaces, a
   cleared environment, no capabilities, no nested user namespaces, a new session, death with its parent.
 - rlimits: CPU time (reset per call by the worker, capped per interpreter), address space, file size, processes,
-  open files, no core dumps. The host adds a wall clock per call and caps the bytes of output it reads.
+  open files, no core dumps. A seccomp filter (seccomp.py) refuses ptrace, mounts, bpf, io_uring and the like. A
+  memory+pids cgroup per interpreter (cgroup.py, where the machine allows) caps the sum over its processes. The host
+  adds a wall clock per call and caps the bytes of output it reads.
 - After every call the worker kills the processes the call left behind; the host then checks the uid's process
   list and kills the whole sandbox (SIGKILL to its pid-namespace init, then anything left with the uid) if the
   worker lied, the call ran out of time or output, or the interpreter died. Killed interpreters lose their state.
@@ -45,6 +47,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gptoss.tools import sandbox_worker, seccomp
+from gptoss.tools.cgroup import Cgroup, CgroupLimiter
 
 T = TypeVar("T")
 CONTROL_LINE_LIMIT = 4096  # bytes; the worker only sends {"ready": true, "fd": n} and {"done": seq}
@@ -68,6 +71,7 @@ class SandboxLimits:
     cpu_seconds: int = 120  # per call (RLIMIT_CPU soft limit, moved forward before each call)
     total_cpu_seconds: int = 3600  # per interpreter (RLIMIT_CPU hard limit)
     memory_bytes: int = 1 << 30  # RLIMIT_AS, per process
+    total_memory_bytes: int = 2 << 30  # all processes and tmpfs of one interpreter (a cgroup, where possible)
     file_size_bytes: int = 16 << 20  # RLIMIT_FSIZE
     processes: int = 32  # RLIMIT_NPROC for the slot's uid (threads count)
     open_files: int = 64  # RLIMIT_NOFILE
@@ -89,6 +93,7 @@ class SandboxConfig:
     idle_seconds: float = 600.0  # an interpreter idle this long is stopped (its state is lost)
     start_seconds: float = 15.0  # time allowed for an interpreter to start
     seccomp: bool = True  # also load seccomp.py's filter (x86_64, aarch64, riscv64)
+    cgroups: bool = True  # also cap each interpreter's total memory with a cgroup where the machine allows
 
 
 class Outcome(StrEnum):
@@ -344,8 +349,9 @@ _SPAWNER = _Spawner()
 class Interpreter:
     """One live sandboxed interpreter on one uid. Not thread-safe: its session serialises calls."""
 
-    def __init__(self, config: SandboxConfig, uid: int) -> None:
-        self.config, self.uid = config, uid
+    def __init__(self, config: SandboxConfig, uid: int, limiter: CgroupLimiter | None = None) -> None:
+        self.config, self.uid, self.limiter = config, uid, limiter
+        self.cgroup: Cgroup | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self._out_fd = self._ctl_fd = self._in_fd = -1
         self._ctl_buf = b""
@@ -388,6 +394,7 @@ class Interpreter:
         status = self._pump(b"", self.config.start_seconds, output, ("ready", True))
         if status is Outcome.OK:
             self._find_worker()
+            self._enter_cgroup()
         if status is not Outcome.OK:
             text = output.decode("utf-8", "replace").strip()[-2000:]
             self.kill()
@@ -499,6 +506,21 @@ class Interpreter:
             lines.append(value)
         return lines
 
+    def _enter_cgroup(self) -> None:
+        """Move the sandbox (3 processes, no model code has run yet) into a fresh memory/pids cgroup."""
+        if self.limiter is None:
+            return
+        self.cgroup = self.limiter.create(str(self.uid))
+        if self.cgroup is None:
+            return
+        try:
+            for pid in live_processes_of(self.uid):
+                self.cgroup.add(pid)
+        except OSError as e:
+            self.limiter.reason = f"could not move the sandbox into its cgroup: {e}"
+            self.kill()
+            raise SandboxUnavailable(self.limiter.reason) from e
+
     def _find_worker(self) -> None:
         """The interpreter is the grandchild of bwrap (bwrap -> its pid-namespace init -> python)."""
         assert self.proc is not None
@@ -574,6 +596,11 @@ class Interpreter:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=2.0)
         kill_uid(self.uid)
+        if self.cgroup is not None:
+            deadline = time.monotonic() + 1.0
+            while not self.cgroup.remove() and time.monotonic() < deadline:
+                time.sleep(0.01)  # the last processes are still leaving it
+            self.cgroup = None
         self._close_stdin()
         for fd in (self._out_fd, self._ctl_fd):
             if fd >= 0:
@@ -644,9 +671,10 @@ class PythonSession:
     def interrupt(self) -> None:
         """Kill a running call from another thread (e.g. the request was cancelled); the state is lost."""
         interpreter = self.interpreter
-        if interpreter is not None and interpreter.proc is not None:
+        proc = interpreter.proc if interpreter is not None else None  # read once: kill() may clear it meanwhile
+        if proc is not None:
             with contextlib.suppress(ProcessLookupError):
-                interpreter.proc.kill()
+                proc.kill()
 
     def _release(self, reason: str) -> None:
         """Stop the interpreter (if any) and give its slot back. Caller holds the session lock."""
@@ -674,6 +702,7 @@ class SandboxPool:
     def __init__(self, config: SandboxConfig | None = None) -> None:
         self.config = config or SandboxConfig()
         self.slots = UidSlots(self.config.uid_base, self.config.uid_count, self.config.lock_dir)
+        self._limiter: CgroupLimiter | None = None
         self._live: dict[PythonSession, Interpreter] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -682,6 +711,16 @@ class SandboxPool:
 
     def unavailable_reason(self) -> str | None:
         return unavailable_reason(self.config)
+
+    def memory_limiter(self) -> CgroupLimiter | None:
+        """The per-interpreter cgroup maker (None when config.cgroups is off); its `reason` says if it cannot work."""
+        if not self.config.cgroups:
+            return None
+        with self._lock:
+            if self._limiter is None:
+                limits = self.config.limits
+                self._limiter = CgroupLimiter(limits.total_memory_bytes, limits.processes)
+            return self._limiter
 
     def session(self) -> PythonSession:
         return PythonSession(self)
@@ -724,7 +763,7 @@ class SandboxPool:
             raise SandboxUnavailable(reason)
         self._make_room()
         uid = self.slots.acquire()
-        interpreter = Interpreter(self.config, uid)
+        interpreter = Interpreter(self.config, uid, self.memory_limiter())
         try:
             interpreter.start()
         except BaseException:
