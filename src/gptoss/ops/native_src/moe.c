@@ -61,7 +61,9 @@ typedef struct {
     int n;        /* tokens routed to it */
     int npad;     /* GEMM: n rounded up to 8 (panel width granularity); GEMV: n */
     int gemm;     /* path */
-    int q16;      /* GEMV on int16 activations (bf16 models with an ISA that has the q16 kernel) */
+    int q16;      /* GEMV on int16 activations allowed (bf16 models with an ISA that has the q16 kernel) */
+    int q16x;     /* ... and used for mlp1 (x quantised fine) */
+    int q16a;     /* ... and used for mlp2 (SwiGLU outputs quantised fine) */
     size_t pair0; /* first of its pairs in the sorted pair list */
     size_t xoff;  /* its activations in xbuf (npad * H floats) and, for q16 GEMV, qbuf (n * H int16) */
     size_t aoff;  /* its SwiGLU outputs in abuf (npad * I floats) and, for q16 GEMV, qbuf (n * I int16) */
@@ -100,28 +102,30 @@ static inline float result_at(const expert_plan *pl, const float *res, int nrows
 }
 
 /* One fp32 row of K values (block-permuted) -> int16 in the q16 layout + per-block scales (xs4: each repeated 4x).
- * Round to nearest on a 32767-step grid over the block's max |x|: error <= max|x_block| / 65534 per element. A block holding inf or
- * NaN gets a NaN scale, so non-finite inputs still give NaN outputs instead of silently finite ones. */
-static void quantize_q16(const float *x, size_t K, int16_t *xq, float *xs4) {
+ * Round to nearest on a 32767-step grid over the block's max |x|: error <= max|x_block| / 65534 per element.
+ * Returns 0 (use the fp32 kernel instead) when a block's max is non-finite, or nonzero but outside [2^-100, 2^100]:
+ * there the block scale would be subnormal or the int-to-float products could overflow. */
+static int quantize_q16(const float *x, size_t K, int16_t *xq, float *xs4) {
     const size_t G = K / GPTOSS_BLOCK;
     for (size_t g = 0; g < G; g++) {
         const float *xb = x + g * GPTOSS_BLOCK;
         float amax = 0.0f;
-        int finite = 1;
         for (int e = 0; e < GPTOSS_BLOCK; e++) {
-            const float a = fabsf(xb[e]); /* max over the block: order does not matter */
-            finite &= a <= FLT_MAX;
+            const float a = fabsf(xb[e]);
+            if (!(a <= FLT_MAX)) return 0; /* inf or NaN */
             amax = a > amax ? a : amax;
         }
-        const double inv = finite && amax > 0.0f ? 32767.0 / (double)amax : 0.0;
-        const float xs = !finite ? NAN : (float)((double)amax / 32767.0);
+        if (amax != 0.0f && (amax < 0x1p-100f || amax > 0x1p100f)) return 0;
+        const float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
+        const float xs = amax / 32767.0f;
         for (int i = 0; i < 4; i++) xs4[4 * g + (size_t)i] = xs;
         for (int e = 0; e < GPTOSS_BLOCK; e++) {
-            double q = nearbyint((double)xb[gptoss_perm(e)] * inv);
-            q = q > 32767.0 ? 32767.0 : (q < -32767.0 ? -32767.0 : q);
+            float q = nearbyintf(xb[gptoss_perm(e)] * inv);
+            q = q > 32767.0f ? 32767.0f : (q < -32767.0f ? -32767.0f : q);
             xq[gptoss_q16_index(G, g, e)] = (int16_t)q;
         }
     }
+    return 1;
 }
 
 static inline float swiglu(float g, float l, float limit) {
@@ -149,15 +153,17 @@ static gptoss_gemv_act gemv_act(const expert_plan *pl, const act_buf *b, size_t 
     return g;
 }
 
-static void quantize_expert(const expert_plan *pl, const act_buf *b, size_t off, size_t K) {
-    if (!pl->q16) return;
+/* Quantises a GEMV expert's rows for the q16 kernel; 0 when not allowed or when a row is out of its range. */
+static int quantize_expert(const expert_plan *pl, const act_buf *b, size_t off, size_t K) {
+    if (!pl->q16) return 0;
     for (int j = 0; j < pl->n; j++) {
         const size_t o = off + (size_t)j * K;
-        quantize_q16(b->f + o, K, b->q + o, b->s + o / 8);
+        if (!quantize_q16(b->f + o, K, b->q + o, b->s + o / 8)) return 0;
     }
+    return 1;
 }
 
-static void gather_tokens(const gptoss_moe_args *a, const expert_plan *pl, const int64_t *tok, const act_buf *xb) {
+static void gather_tokens(const gptoss_moe_args *a, expert_plan *pl, const int64_t *tok, const act_buf *xb) {
     const size_t H = (size_t)a->H;
     float *dst = xb->f + pl->xoff;
     for (int j = 0; j < pl->n; j++) {
@@ -167,7 +173,7 @@ static void gather_tokens(const gptoss_moe_args *a, const expert_plan *pl, const
     /* GEMM panels are computed over all npad columns: keep the padding finite (zero). */
     for (int j = pl->n; j < pl->npad; j++)
         for (size_t h = 0; h < H; h++) dst[act_index(pl, j, h, H)] = 0.0f;
-    quantize_expert(pl, xb, pl->xoff, H);
+    pl->q16x = quantize_expert(pl, xb, pl->xoff, H);
 }
 
 static void mlp1_item(const gptoss_moe_args *a, const gptoss_kernels *kern, const expert_plan *pl, int r0,
@@ -180,7 +186,7 @@ static void mlp1_item(const gptoss_moe_args *a, const gptoss_kernels *kern, cons
         kern->gemm(blocks, scales, (int)G, RC1, xb->f + pl->xoff, pl->npad, res, wd);
     } else {
         const gptoss_gemv_act x = gemv_act(pl, xb, pl->xoff);
-        (pl->q16 ? kern->gemv_q16 : kern->gemv)(blocks, scales, (int)G, RC1, &x, res);
+        (pl->q16x ? kern->gemv_q16 : kern->gemv)(blocks, scales, (int)G, RC1, &x, res);
     }
     float *dst = ab->f + pl->aoff;
     for (int i = 0; i < RC1 / 2; i++) {
@@ -207,7 +213,7 @@ static void mlp2_item(const gptoss_moe_args *a, const gptoss_kernels *kern, cons
             kern->gemm(blocks, scales, (int)G, RC2, ab->f + pl->aoff, pl->npad, res, wd);
         } else {
             const gptoss_gemv_act act = gemv_act(pl, ab, pl->aoff);
-            (pl->q16 ? kern->gemv_q16 : kern->gemv)(blocks, scales, (int)G, RC2, &act, res);
+            (pl->q16a ? kern->gemv_q16 : kern->gemv)(blocks, scales, (int)G, RC2, &act, res);
         }
         for (int j = 0; j < pl->n; j++) {
             float *o = a->out + (size_t)tok[pl->pair0 + j] * H + (size_t)n0;
@@ -259,6 +265,7 @@ int gptoss_moe(const gptoss_moe_args *a) {
         pl->gemm = (int)n >= a->gemm_min_tokens;
         pl->npad = pl->gemm ? (int)((n + 7) & ~(size_t)7) : (int)n;
         pl->q16 = !pl->gemm && a->x_bf16 && kern->gemv_q16 != NULL;
+        pl->q16x = pl->q16a = 0;
         pl->pair0 = count[e];
         pl->xoff = xfl;
         pl->aoff = afl;
@@ -315,7 +322,7 @@ int gptoss_moe(const gptoss_moe_args *a) {
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
-        for (int x = 0; x < nplans; x++) quantize_expert(&plans[x], &ab, plans[x].aoff, I);
+        for (int x = 0; x < nplans; x++) plans[x].q16a = quantize_expert(&plans[x], &ab, plans[x].aoff, I);
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
