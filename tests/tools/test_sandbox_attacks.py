@@ -8,6 +8,7 @@ must survive, a secret in the test's environment must not show up, and the slot 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import time
@@ -18,7 +19,7 @@ import pytest
 
 from gptoss.tools.python import PythonTool
 from gptoss.tools.sandbox import SandboxPool, live_processes_of
-from tests.tools.conftest import TEST_LIMITS, Listener, wait_until_gone
+from tests.tools.conftest import TEST_CONFIG, TEST_LIMITS, Listener, wait_until_gone
 
 SECRET = "gptoss-attack-secret-5f2c9a"
 HOST_MARKERS = [
@@ -161,6 +162,16 @@ worker = sys.modules["__main__"]
 worker.stop_background_processes = lambda: None
 subprocess.Popen(["sleep", "1000"], start_new_session=True)
 print("disabled the worker's cleanup")
+""",
+    "hidden_nondumpable_daemon": """
+import ctypes, os, sys, time
+sys.modules["__main__"].stop_background_processes = lambda: None
+if os.fork() == 0:
+    os.setsid()
+    ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: /proc/<pid> now looks root-owned to the host
+    time.sleep(1000)
+    os._exit(0)
+print("left a non-dumpable daemon")
 """,
     "fake_done_then_hang": """
 import os, json, time
@@ -312,6 +323,7 @@ EXPECTED = {
     "fake_done_then_hang": "[ERROR] The code or processes it started kept running after the call ended",
     "output_flood": "[ERROR] Output exceeded 262144 bytes",
     "tamper_worker_then_leave_child": "[ERROR] The code or processes it started kept running after the call ended",
+    "hidden_nondumpable_daemon": "[ERROR] The code or processes it started kept running after the call ended",
     "kill_own_interpreter": "[ERROR] The python process ended (killed by SIGKILL)",
     "memory_bomb": "MemoryError after",
 }
@@ -408,3 +420,15 @@ def test_total_memory_cap_is_active_or_explained(pool: SandboxPool) -> None:
         finally:
             tool.close()
         assert not any(path.exists() for path in paths)  # removed with the interpreter
+
+
+def test_hidden_daemon_is_found_without_a_cgroup_too() -> None:
+    """Without a cgroup the host finds the sandbox's processes by uid, including non-dumpable ones."""
+    pool = SandboxPool(dataclasses.replace(TEST_CONFIG, uid_base=62950, uid_count=4, cgroups=False))
+    try:
+        tool = PythonTool(pool)
+        output = tool.execute(ATTACKS["hidden_nondumpable_daemon"])
+        assert EXPECTED["hidden_nondumpable_daemon"] in output
+        assert tool.session.uid is not None and not wait_until_gone(tool.session.uid, set())
+    finally:
+        pool.close()

@@ -102,6 +102,13 @@ class Cgroup:
         for path in self.paths:
             (path / "cgroup.procs").write_text(str(pid))
 
+    def pids(self) -> set[int] | None:
+        """The live processes in the group (exited ones are not listed), or None if it cannot be read."""
+        try:
+            return {int(pid) for pid in (self.paths[0] / "cgroup.procs").read_text().split()}
+        except (OSError, ValueError, IndexError):
+            return None
+
     def memory_peak(self) -> int | None:
         """Highest memory use seen, in bytes (None where the kernel does not say)."""
         for path in self.paths:

@@ -161,19 +161,27 @@ def unavailable_reason(config: SandboxConfig) -> str | None:
 
 
 def processes_of(uid: int) -> dict[int, tuple[str, int]]:
-    """pid -> (state letter, parent pid) for every process whose owner is `uid` (zombies included)."""
+    """pid -> (state letter, parent pid) for every process whose real or effective uid is `uid` (zombies too).
+
+    /proc/<pid> is owned by the process's uid, except for a process that made itself non-dumpable: that one
+    shows as root, so root-owned entries are checked in /proc/<pid>/status too."""
     found: dict[int, tuple[str, int]] = {}
+    wanted = str(uid)
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            if os.stat(f"/proc/{entry}").st_uid != uid:
+            if os.stat(f"/proc/{entry}").st_uid not in (uid, 0):
                 continue
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError, IndexError):
+            with open(f"/proc/{entry}/status", "rb") as f:
+                fields = dict(line.split(b":", 1) for line in f.read().splitlines() if b":" in line)
+        except (FileNotFoundError, ProcessLookupError):
             continue
-        found[int(entry)] = (fields[0].decode(), int(fields[1]))
+        uids = fields.get(b"Uid", b"").split()
+        if wanted.encode() not in uids[:2]:
+            continue
+        state = fields.get(b"State", b"?").split()
+        found[int(entry)] = ((state[0] if state else b"?").decode(), int(fields.get(b"PPid", b"0")))
     return found
 
 
@@ -551,11 +559,16 @@ class Interpreter:
     def _only_base_processes(self) -> bool:
         """After a call, only bwrap, its init and the interpreter may be alive (killed ones may linger as zombies)."""
         deadline = time.monotonic() + 0.25
-        while len(live_processes_of(self.uid)) > BASE_PROCESSES:
+        while len(self._live_pids()) > BASE_PROCESSES:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.005)
         return True
+
+    def _live_pids(self) -> set[int]:
+        """The sandbox's live processes: from its cgroup when it has one (one file), else a scan of /proc."""
+        listed = self.cgroup.pids() if self.cgroup is not None else None
+        return listed if listed is not None else set(live_processes_of(self.uid))
 
     def _exit_detail(self) -> str:
         assert self.proc is not None
