@@ -311,3 +311,21 @@ def test_sandboxes_die_with_a_killed_server(tmp_path: object) -> None:
         server.kill()
         server.wait()
     assert not wait_until_gone(uid, set())
+
+
+def test_cpu_limit_is_per_call() -> None:
+    limits = dataclasses.replace(TEST_CONFIG.limits, cpu_seconds=1, wall_seconds=6.0)
+    pool = SandboxPool(dataclasses.replace(TEST_CONFIG, uid_base=62460, uid_count=4, limits=limits))
+    burn = "import time\nend = time.process_time() + 0.7\nwhile time.process_time() < end:\n    pass\nprint('ok')"
+    try:
+        tool = PythonTool(pool)
+        assert tool.execute(burn) == "ok\n"
+        assert tool.execute(burn) == "ok\n"  # a fresh second of CPU for every call
+        start = time.monotonic()
+        out = tool.execute("while True:\n    pass")
+        assert time.monotonic() - start < 4
+        assert out == (
+            "[ERROR] The python process ended (killed by SIGXCPU: CPU time limit exceeded); its state was reset."
+        )
+    finally:
+        pool.close()

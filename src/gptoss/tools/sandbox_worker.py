@@ -15,6 +15,7 @@ import ast
 import contextlib
 import json
 import linecache
+import math
 import os
 import resource
 import signal
@@ -39,7 +40,7 @@ def set_cpu_budget(seconds: int) -> None:
     """Allow `seconds` more CPU time from now (RLIMIT_CPU counts the whole life of the process)."""
     _, hard = resource.getrlimit(resource.RLIMIT_CPU)
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    wanted = int(usage.ru_utime + usage.ru_stime) + seconds
+    wanted = math.ceil(usage.ru_utime + usage.ru_stime) + seconds  # RLIMIT_CPU counts whole seconds
     if hard != resource.RLIM_INFINITY:
         wanted = min(wanted, hard)
     resource.setrlimit(resource.RLIMIT_CPU, (wanted, hard))
