@@ -16,6 +16,8 @@ COMMANDS: dict[str, str] = {
     "render": "gptoss.cli.render",
     "tokenize": "gptoss.cli.tokenize",
     "bench": "gptoss.cli.bench",
+    "serve": "gptoss.cli.serve",
+    "chat": "gptoss.cli.chat",
 }
 
 

@@ -1,0 +1,274 @@
+"""`gptoss chat`: a terminal chat with a checkpoint, through the same conversion layer as the server.
+
+Reasoning streams dimmed and collapses to one line when the answer starts (`/reasoning` shows it again); the answer
+is rendered as Markdown. Function tools declared with `--functions FILE.json` are answered by the user: when the
+model calls one, the chat asks for its result and lets the model continue. `--raw` shows the harmony tokens instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gptoss.cli.__main__ import UserError
+from gptoss.cli.serve import EFFORTS, add_model_arguments
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+
+    from gptoss.engine import TokenSource
+    from gptoss.harmony import HarmonyEncoding
+    from gptoss.server import conversation as conv
+
+HELP = "chat with a checkpoint in the terminal (reasoning shown dimmed, function calls answered by you)"
+COMMANDS_HELP = "/reasoning shows the last reasoning, /clear starts over, /quit (or Ctrl-D) leaves"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_arguments(p)
+    p.add_argument("--reasoning-effort", choices=EFFORTS, default="low")
+    p.add_argument("--developer-message", default=None, help="instructions for the model (the developer message)")
+    p.add_argument("--functions", type=Path, default=None, help="JSON file: a list of function tools you will answer")
+    p.add_argument("--raw", action="store_true", help="show the harmony tokens instead of formatted output")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--max-tokens", type=int, default=None, help="per model turn (default: the rest of the context)")
+    p.add_argument("--seed", type=int, default=None)
+
+
+def read_functions(path: Path | None) -> tuple[conv.FunctionTool, ...]:
+    """A JSON list of tools, each in Chat Completions form ({type, function: {...}}), Responses form
+    ({type, name, ...}) or bare ({name, description, parameters})."""
+    from gptoss.server.conversation import FunctionTool
+
+    if path is None:
+        return ()
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"--functions {path}: cannot read a JSON file: {e}") from None
+    if not isinstance(data, list):
+        raise UserError(f"--functions {path}: expected a JSON list of function tools")
+    tools = []
+    for i, entry in enumerate(data):
+        spec = entry.get("function", entry) if isinstance(entry, dict) else None
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise UserError(f"--functions {path}: entry {i} has no function name")
+        tools.append(FunctionTool(spec["name"], str(spec.get("description", "")), spec.get("parameters")))
+    return tuple(tools)
+
+
+@dataclass
+class ChatOptions:
+    effort: str = "low"
+    developer: str | None = None
+    tools: tuple[conv.FunctionTool, ...] = ()
+    raw: bool = False
+    temperature: float = 1.0
+    max_tokens: int | None = None
+    seed: int | None = None
+
+
+@dataclass
+class TurnView:
+    """What one model turn looks like on screen, rebuilt from the output events as they arrive."""
+
+    reasoning: str = ""
+    reasoning_tokens: int = 0
+    answering: bool = False  # once anything but reasoning has started, the reasoning collapses
+    answer: str = ""
+    calls: list[str] = field(default_factory=list)
+    kinds: dict[int, str] = field(default_factory=dict)  # output item index -> its kind
+
+    def apply(self, event: conv.OutputEvent) -> None:
+        from gptoss.server.conversation import ItemDone, ItemStarted
+
+        if isinstance(event, ItemStarted):
+            self.kinds[event.index] = event.item.kind.value
+            self.answering = self.answering or event.item.kind.value != "reasoning"
+        elif isinstance(event, ItemDone):
+            self.finished(event.item)
+        elif self.kinds.get(event.index) == "reasoning":
+            self.reasoning += event.text
+        elif self.kinds.get(event.index) == "message":
+            self.answer += event.text
+
+    def finished(self, item: conv.OutputItem) -> None:
+        if item.kind.value == "reasoning":
+            self.reasoning_tokens += item.tokens
+        elif item.kind.value == "function_call":
+            self.calls.append(f"→ {item.name}({item.text})")
+
+    def render(self) -> RenderableType:
+        from rich.console import Group
+        from rich.markdown import Markdown
+        from rich.text import Text
+
+        parts: list[RenderableType] = []
+        if self.reasoning and not self.answering:
+            parts.append(Text(self.reasoning, style="dim italic"))
+        elif self.reasoning:
+            parts.append(Text(f"▸ reasoning: {self.reasoning_tokens} tokens (/reasoning to show)", style="dim"))
+        if self.answer:
+            parts.append(Markdown(self.answer))
+        parts += [Text(call, style="cyan") for call in self.calls]
+        return Group(*parts)
+
+
+class ChatSession:
+    def __init__(
+        self,
+        source: TokenSource,
+        encoding: HarmonyEncoding,
+        options: ChatOptions,
+        console: Console,
+        ask: Callable[[str], str],
+    ) -> None:
+        self.source, self.encoding, self.options, self.console, self.ask = source, encoding, options, console, ask
+        self.items: list[conv.Item] = []
+        self.last_reasoning = ""
+        self.calls_made = 0
+
+    def loop(self) -> None:
+        self.console.print(f"[dim]{COMMANDS_HELP}[/]")
+        while True:
+            try:
+                text = self.ask(">>> ")
+            except EOFError:
+                return
+            if text.strip() in ("/quit", "/exit"):
+                return
+            if text.startswith("/"):
+                self.command(text.strip())
+            else:
+                self.turn(text)
+
+    def command(self, text: str) -> None:
+        if text == "/reasoning":
+            self.console.print(self.last_reasoning or "(no reasoning yet)", style="dim italic", markup=False)
+        elif text == "/clear":
+            self.items = []
+            self.console.print("[dim](conversation cleared)[/]")
+        else:
+            self.console.print(f"[red]unknown command {text!r}[/]: {COMMANDS_HELP}")
+
+    def turn(self, text: str) -> None:
+        """One user message, then model turns until the model stops calling functions."""
+        from gptoss.errors import InputError
+        from gptoss.server.conversation import ConversionError, Text
+
+        saved = list(self.items)
+        self.items.append(Text("user", text))
+        try:
+            while self.model_turn():
+                pass
+        except (InputError, ConversionError) as e:
+            self.items = saved
+            self.console.print(f"[red]error: {e}[/]")
+
+    def model_turn(self) -> bool:
+        """Generates once; answers the function calls it made. True when the model should go on."""
+        from gptoss.server import conversation as conv
+
+        outputs = self.generate()
+        call_ids = [self.new_call_id() if o.kind is conv.ItemKind.FUNCTION_CALL else None for o in outputs]
+        self.items += conv.output_to_history(outputs, call_ids)
+        self.last_reasoning = "\n".join(o.text for o in outputs if o.kind is conv.ItemKind.REASONING)
+        for output, call_id in zip(outputs, call_ids, strict=True):
+            if call_id is not None:
+                answer = self.ask(f"result of {output.name}> ")
+                self.items.append(conv.FunctionOutput(call_id, answer))
+        return any(call_ids)
+
+    def new_call_id(self) -> str:
+        self.calls_made += 1
+        return f"call_{self.calls_made}"
+
+    def spec(self) -> conv.PromptSpec:
+        from gptoss.server.conversation import PromptSpec
+        from gptoss.server.responses import EFFORTS as EFFORT_VALUES
+
+        o = self.options
+        return PromptSpec(tuple(self.items), o.developer, o.tools, effort=EFFORT_VALUES[o.effort], date=today())
+
+    def generate(self) -> list[conv.OutputItem]:
+        from gptoss.sampling import SamplingParams
+        from gptoss.server.conversation import OutputParser, render_prompt
+
+        prompt = render_prompt(self.spec(), self.encoding)
+        stops = frozenset(self.encoding.stop_tokens_for_assistant_actions())
+        o = self.options
+        params = SamplingParams(temperature=o.temperature, seed=o.seed, max_tokens=o.max_tokens, stop_tokens=stops)
+        steps = self.source.generate(prompt.tokens, params)
+        parser = OutputParser(self.encoding, prompt.forced, [t.name for t in o.tools])
+        tokens = (e.token for e in steps if e is not None)
+        if o.raw:
+            self.show_raw(prompt.tokens, tokens, parser)
+        else:
+            self.show_formatted(tokens, parser)
+        return parser.items
+
+    def show_formatted(self, tokens: Any, parser: conv.OutputParser) -> None:
+        from rich.live import Live
+
+        from gptoss.engine import TokenEvent
+
+        view = TurnView()
+        with Live(view.render(), console=self.console, refresh_per_second=12) as live:
+            for token in tokens:
+                for event in parser.feed(TokenEvent(token)):
+                    view.apply(event)
+                live.update(view.render())
+            for event in parser.finish():
+                view.apply(event)
+            live.update(view.render())
+        for problem in parser.problems:
+            self.console.print(f"[yellow]note: malformed output ({problem.kind}): {problem.detail}[/]")
+
+    def show_raw(self, prompt: list[int], tokens: Any, parser: conv.OutputParser) -> None:
+        from gptoss.engine import TokenEvent
+
+        self.console.print(self.encoding.decode(prompt[-2:]), style="dim", end="", markup=False, highlight=False)
+        for token in tokens:
+            parser.feed(TokenEvent(token))
+            self.console.print(self.encoding.decode([token]), end="", markup=False, highlight=False)
+        parser.finish()
+        self.console.print()
+
+
+def today() -> str:
+    from gptoss.server.config import utc_today
+
+    return utc_today()
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    if args.context is not None and args.context <= 0:
+        raise UserError(f"--context must be positive, got {args.context}")
+    if args.max_tokens is not None and args.max_tokens <= 0:
+        raise UserError(f"--max-tokens must be positive, got {args.max_tokens}")
+    if not 0 <= args.temperature <= 2:
+        raise UserError(f"--temperature must be in 0..2, got {args.temperature}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from gptoss.cli.serve import load_with_progress, resolve_checkpoint
+    from gptoss.engine import ModelSource
+    from gptoss.server.generation import harmony
+
+    check_arguments(args)
+    options = ChatOptions(
+        args.reasoning_effort, args.developer_message, read_functions(args.functions), args.raw,
+        args.temperature, args.max_tokens, args.seed,
+    )  # fmt: skip
+    console = Console()
+    path = resolve_checkpoint(args.model, Console(stderr=True))
+    model = load_with_progress(path, args.context, args.dtype, Console(stderr=True))
+    session = ChatSession(ModelSource(model), harmony(), options, console, lambda prompt: console.input(prompt))
+    session.loop()
+    return 0

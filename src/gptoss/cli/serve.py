@@ -1,0 +1,154 @@
+"""`gptoss serve`: the OpenAI-compatible HTTP server (Responses, Chat Completions, Completions) for a checkpoint.
+
+The socket opens at once and the model loads in a background thread: /health answers 503 until it is ready, so
+orchestrators can tell "starting" from "down".
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gptoss.cli.__main__ import UserError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from gptoss.engine import TokenSource
+    from gptoss.runtime import Model
+
+    Loaded = Callable[[TokenSource | None, BaseException | None], None]
+
+HELP = "serve the OpenAI-compatible API (Responses, Chat Completions, Completions) for a checkpoint"
+EFFORTS = ("low", "medium", "high")
+DTYPES = {"bf16": "bfloat16", "fp32": "float32"}
+log = logging.getLogger("gptoss.serve")
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The options `serve` and `chat` share."""
+    p.add_argument("--model", type=Path, help="checkpoint folder; without it a tiny random checkpoint is used")
+    p.add_argument("--context", type=int, default=None, help="context limit in tokens (default: the model's)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_arguments(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=os.environ.get("GPTOSS_API_KEY"), help="require 'Authorization: Bearer KEY' "
+                   "(default: $GPTOSS_API_KEY; none = no authentication)")  # fmt: skip
+    p.add_argument("--max-queue", type=int, default=16, help="requests that may wait; more get HTTP 429")
+    p.add_argument("--reasoning-effort", choices=EFFORTS, default="medium", help="when a request names none")
+    p.add_argument("--served-model-name", default=None, help="model id clients use (default: the folder's name)")
+    p.add_argument("--store", type=Path, default=None, help="SQLite file for stored responses (default: user data)")
+    p.add_argument("--store-max-mb", type=int, default=512, help="size bound of the response store")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    checks = [
+        (0 <= args.port <= 65535, f"--port must be in 0..65535, got {args.port}"),
+        (args.max_queue >= 0, f"--max-queue must be >= 0, got {args.max_queue}"),
+        (args.context is None or args.context > 0, f"--context must be positive, got {args.context}"),
+        (args.store_max_mb > 0, f"--store-max-mb must be positive, got {args.store_max_mb}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
+
+
+def resolve_checkpoint(model: Path | None, console: Console) -> Path:
+    """--model, checked now (a bad path fails before anything starts), or the tiny random checkpoint."""
+    from gptoss.engine.loader import ensure_tiny_random
+    from gptoss.weights import open_checkpoint
+
+    if model is not None:
+        open_checkpoint(model)  # CheckpointError (a ValueError: exit 2 with its message) for a bad folder
+        return model
+    path, created = ensure_tiny_random()
+    state = "created it now" if created else "created earlier"
+    console.print(
+        f"[bold yellow]No --model given: using a tiny RANDOM checkpoint at {path} ({state}). Its weights are "
+        "random, so its output is noise. Pass --model DIR to use a real gpt-oss checkpoint.[/]"
+    )
+    return path
+
+
+def load_with_progress(path: Path, context: int | None, dtype: str, console: Console) -> Model:
+    """Reads the weights through once with a byte progress bar, then loads (from the page cache)."""
+    import torch
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    import gptoss
+    from gptoss.engine.loader import read_through, weight_files
+
+    columns = (TextColumn("loading weights"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("weights", total=None)
+        read_through(weight_files(path), lambda done, total: progress.update(task, completed=done, total=total))
+    return gptoss.load(path, dtype=getattr(torch, DTYPES[dtype]), context_length=context)
+
+
+def load_in_background(args: argparse.Namespace, path: Path, console: Console, on_done: Loaded) -> threading.Thread:
+    def work() -> None:
+        from gptoss.engine import ModelSource
+        from gptoss.server.generation import harmony
+
+        try:
+            model = load_with_progress(path, args.context, args.dtype, console)
+            harmony()  # the tokenizer's first use builds its tables: do it now, not on the first request
+            on_done(ModelSource(model), None)
+        except Exception as e:
+            on_done(None, e)
+
+    thread = threading.Thread(target=work, name="gptoss-load", daemon=True)
+    thread.start()
+    return thread
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+    from rich.console import Console
+
+    from gptoss.engine import Engine
+    from gptoss.engine.loader import served_name
+    from gptoss.server import ServerConfig, create_app
+    from gptoss.server.config import default_store_path
+
+    check_arguments(args)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s")
+    console = Console(stderr=True)
+    path = resolve_checkpoint(args.model, console)
+    config = ServerConfig(
+        model_name=args.served_model_name or served_name(path),
+        api_key=args.api_key or None,
+        default_effort=args.reasoning_effort,
+        store_path=args.store or default_store_path(),
+        store_max_bytes=args.store_max_mb << 20,
+    )
+    engine = Engine(None, max_queue=args.max_queue)
+    server = uvicorn.Server(uvicorn.Config(create_app(engine, config), args.host, args.port, log_level=args.log_level))
+    failure: list[BaseException] = []
+
+    def loaded(source: TokenSource | None, error: BaseException | None) -> None:
+        if error is not None:
+            failure.append(error)
+            server.should_exit = True
+            return
+        assert source is not None
+        engine.attach(source)
+        log.info("model %r ready (context %d tokens); store at %s", config.model_name, engine.context_length,
+                 config.store_path)  # fmt: skip
+
+    load_in_background(args, path, console, loaded)
+    server.run()
+    engine.close()
+    if failure:
+        raise UserError(f"could not load the model from {path}: {failure[0]}")
+    return 0

@@ -1,0 +1,155 @@
+"""`gptoss serve` as a real process: the real engine on a tiny random checkpoint (whose output is garbage harmony)
+gives well-formed responses on every endpoint, and stored responses survive a restart of the process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from gptoss.cli.__main__ import main
+from tests.engine.checkpoints import tiny_random_home as make_home
+
+RESPONSE_STATUSES = {"completed", "incomplete"}
+INCOMPLETE_REASONS = {"max_output_tokens", "invalid_output"}
+
+
+@pytest.fixture(scope="module")
+def tiny_random_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_home(tmp_path_factory)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Process:
+    proc: subprocess.Popen[str]
+    url: str
+
+    def client(self) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.url + "/v1", api_key="none", max_retries=0, timeout=60)
+
+    def stop(self) -> str:
+        self.proc.send_signal(signal.SIGTERM)
+        _, err = self.proc.communicate(timeout=30)
+        return err
+
+
+def start(home: Path, store: Path) -> Process:
+    port = free_port()
+    env = {**os.environ, "XDG_DATA_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    argv = [
+        sys.executable,
+        "-m",
+        "gptoss",
+        "serve",
+        "--port",
+        str(port),
+        "--store",
+        str(store),
+        "--log-level",
+        "warning",
+    ]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"gptoss serve exited with {proc.returncode}: {proc.communicate()[1]}")
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return Process(proc, url)
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("gptoss serve did not become healthy within 90 s")
+
+
+@pytest.fixture(scope="module")
+def first_server(tiny_random_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Process, Path]]:
+    store = tmp_path_factory.mktemp("serve") / "responses.sqlite3"
+    process = start(tiny_random_home, store)
+    yield process, store
+    if process.proc.poll() is None:
+        process.stop()
+
+
+def check_response(r: openai.types.responses.Response) -> None:
+    assert r.status in RESPONSE_STATUSES
+    if r.status == "incomplete":
+        assert r.incomplete_details is not None and r.incomplete_details.reason in INCOMPLETE_REASONS
+    for item in r.output:
+        assert item.type in ("reasoning", "message", "function_call") and item.id
+    assert r.usage is not None and 0 < r.usage.output_tokens <= 8
+    assert r.model == "tiny-random"
+
+
+def test_garbage_harmony_still_gives_well_formed_responses(first_server: tuple[Process, Path]) -> None:
+    client = first_server[0].client()
+    check_response(client.responses.create(input="hi", max_output_tokens=8, temperature=0, model="tiny-random"))
+    events = list(client.responses.create(input="hi", max_output_tokens=8, stream=True))
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert events[0].type == "response.created" and events[-1].type in ("response.completed", "response.incomplete")
+    added = [e.output_index for e in events if e.type == "response.output_item.added"]  # type: ignore[union-attr]
+    done = [e.output_index for e in events if e.type == "response.output_item.done"]  # type: ignore[union-attr]
+    assert added == done
+    check_response(events[-1].response)  # type: ignore[union-attr]
+
+
+def test_chat_and_completions_on_the_real_engine(first_server: tuple[Process, Path]) -> None:
+    client = first_server[0].client()
+    chat = client.chat.completions.create(
+        model="tiny-random", messages=[{"role": "user", "content": "hi"}], max_tokens=4
+    )
+    assert chat.choices[0].finish_reason in ("stop", "length", "tool_calls")
+    assert chat.usage is not None and chat.usage.completion_tokens <= 4
+    text = client.completions.create(model="tiny-random", prompt="<|start|>user<|message|>hi", max_tokens=3)
+    assert text.usage is not None and text.usage.completion_tokens == 3
+
+
+def test_stored_responses_survive_a_restart(first_server: tuple[Process, Path], tiny_random_home: Path) -> None:
+    process, store = first_server
+    stored = process.client().responses.create(input="remember me", max_output_tokens=4, metadata={"n": "1"})
+    err = process.stop()
+    assert "No --model given: using a tiny RANDOM checkpoint" in " ".join(err.split())
+    again = start(tiny_random_home, store)
+    try:
+        client = again.client()
+        assert client.responses.retrieve(stored.id).model_dump() == stored.model_dump()
+        follow = client.responses.create(input="and now?", previous_response_id=stored.id, max_output_tokens=1)
+        assert follow.previous_response_id == stored.id
+        client.responses.delete(stored.id)
+        with pytest.raises(openai.NotFoundError):
+            client.responses.retrieve(stored.id)
+    finally:
+        again.stop()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--port", "70000"], "--port must be in 0..65535, got 70000"),
+        (["--max-queue", "-1"], "--max-queue must be >= 0, got -1"),
+        (["--context", "0"], "--context must be positive, got 0"),
+        (["--store-max-mb", "0"], "--store-max-mb must be positive, got 0"),
+        (["--model", "/nonexistent/ckpt"], "/nonexistent/ckpt: no such directory"),
+    ],
+)
+def test_bad_arguments_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", *argv]) == 2
+    assert message in capsys.readouterr().err
