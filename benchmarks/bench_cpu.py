@@ -136,7 +136,7 @@ def main() -> None:
         )
         raise SystemExit(2)
 
-    contention = {"loadavg_start": os.getloadavg()[0], "busy_at_start": busy_processes()}
+    contention = {"loadavg_start": round(os.getloadavg()[0], 2), "busy_at_start": busy_processes()}
     hf_dir = random_checkpoint(args.preset)
     prep = [sys.executable, "-m", "benchmarks.llamacpp", "prepare", "--preset", args.preset]
     gguf = Path(str(run_half("llama.cpp GGUF conversion", prep)["gguf"]))
@@ -150,7 +150,7 @@ def main() -> None:
     warm_s["gptoss"] = 0.0 if args.no_warm else warm(sorted(hf_dir.glob("*.safetensors")))
     g = run_half("gptoss", [*GPTOSS_CMD, "--preset", args.preset, *threads, *shape])
     bw_end = bandwidth.read_bandwidth_gbs(args.threads)
-    contention["loadavg_end"] = os.getloadavg()[0]
+    contention["loadavg_end"] = round(os.getloadavg()[0], 2)
 
     bw = max(bw_start, bw_end)
     per_token = bandwidth.bytes_per_token(config)["total"]

@@ -78,6 +78,8 @@ def write_tokenizer(out: Path, vocab_size: int, eos_token_id: int, pad_token_id:
     from gptoss.harmony import tokenizer as harmony_tokenizer
     from gptoss.harmony import vocab
 
+    if vocab_size < harmony_tokenizer.LAST_SPECIAL:
+        raise SystemExit(f"vocab_size {vocab_size} cannot hold o200k_harmony; use a preset with the real vocabulary")
     vocab_path = vocab.ensure_vocab_file()
     specials = sorted(
         ((token_id, name) for name, token_id in harmony_tokenizer.special_tokens().items() if token_id < vocab_size)
@@ -117,7 +119,9 @@ def overlay(hf_dir: Path, out: Path) -> None:
             link.unlink()
         link.symlink_to(src.resolve())
     config = json.loads((hf_dir / "config.json").read_text())
-    write_tokenizer(out, config["vocab_size"], config["eos_token_id"], config["pad_token_id"])
+    # The official config.json's ids (<|return|>, <|endoftext|>), for presets whose config leaves them out.
+    eos, pad = config.get("eos_token_id", 200002), config.get("pad_token_id", 199999)
+    write_tokenizer(out, config["vocab_size"], eos, pad)
 
 
 def gguf_path(preset: str) -> Path:
@@ -230,7 +234,7 @@ def run(path: Path, threads: int, prompt_tokens: int, decode_tokens: int) -> dic
     token = last_logits_argmax(llm)
     prefill_s = time.perf_counter() - t
 
-    generated = []
+    generated = [token]  # greedy output, prefill's token first; gptoss on the same weights gives the same ids
     t = time.perf_counter()
     for _ in range(decode_tokens):
         llm.eval([token])
