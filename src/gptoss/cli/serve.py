@@ -133,7 +133,10 @@ def run(args: argparse.Namespace) -> int:
         store_max_bytes=args.store_max_mb << 20,
     )
     engine = Engine(None, max_queue=args.max_queue)
-    server = uvicorn.Server(uvicorn.Config(create_app(engine, config), args.host, args.port, log_level=args.log_level))
+    app = create_app(engine, config)
+    # on SIGTERM, in-flight requests get 30 s to finish; then their tasks are cancelled, which frees the engine
+    uvicorn_config = uvicorn.Config(app, args.host, args.port, log_level=args.log_level, timeout_graceful_shutdown=30)
+    server = uvicorn.Server(uvicorn_config)
     failure: list[BaseException] = []
 
     def loaded(source: TokenSource | None, error: BaseException | None) -> None:
