@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gptoss.harmony import Author, Message, Role, ToolNamespaceConfig, o200k_harmony
-from gptoss.tools.browser import BrowserTool, LocalIndex, PageKind, html_to_page, markdown_to_page
+from gptoss.tools.browser import BrowserTool, LocalIndex, PageKind, SearchResult, html_to_page, markdown_to_page
 from gptoss.tools.browser.page import wrap_lines
 from tests.tools.conftest import DOCS
 
@@ -282,3 +282,20 @@ def test_file_urls_without_base_url(docs_dir: Path) -> None:
     opened = run(browser.open(0))
     assert opened.startswith(f"[1] Cats and dogs ({(docs_dir / 'cats.txt').as_uri()})")
     assert os.path.isabs(browser.page().url.removeprefix("file://"))
+
+
+def test_xhtml_with_an_xml_declaration() -> None:
+    page = html_to_page('<?xml version="1.0" encoding="utf-8"?>\n<html><body><p>XHTML body</p></body></html>', BASE)
+    assert page.text == "XHTML body"
+
+
+class BrokenBackend(LocalIndex):
+    async def search(self, query: str, topn: int) -> list[SearchResult]:
+        raise RuntimeError("index exploded")
+
+
+def test_unexpected_backend_failures_become_messages(docs_dir: Path) -> None:
+    browser = BrowserTool(BrokenBackend(docs_dir))
+    assert reply(browser, "search", {"query": "x"}) == (
+        "Error: browser.search failed unexpectedly (RuntimeError: index exploded)."
+    )

@@ -340,3 +340,13 @@ def test_cpu_limit_is_per_call() -> None:
         )
     finally:
         pool.close()
+
+
+def test_unexpected_host_failure_becomes_a_message(tool: PythonTool, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(code: str, wall_seconds: float | None = None) -> None:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(tool.session, "run", fail)
+    assert tool.execute("print(1)") == (
+        "[ERROR] The python tool failed (OSError: [Errno 24] Too many open files); its state was reset."
+    )

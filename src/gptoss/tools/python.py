@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 from gptoss.harmony import Message, ToolNamespaceConfig
 from gptoss.harmony.builtin_tools import PYTHON_DESCRIPTION
@@ -25,6 +26,7 @@ from gptoss.tools.sandbox import (
     default_pool,
 )
 
+logger = logging.getLogger(__name__)
 # The reference tool's reply when the code printed nothing (openai/gpt-oss python_docker/docker_tool.py).
 EMPTY_OUTPUT_HINT = "[WARN] No output available. Use print() to output anything to stdout to receive the output"
 SHOWN_OUTPUT_CHARS = 20_000  # what the model sees of a long output: the head and the tail
@@ -115,6 +117,10 @@ class PythonTool(Tool):
             return f"[ERROR] The python tool is unavailable: {e} The code was not run."
         except SandboxBusy as e:
             return f"[ERROR] The python tool is busy: {e}. The code was not run."
+        except Exception as e:  # e.g. the host is out of file descriptors: report it, keep the conversation going
+            logger.exception("python tool failed")
+            self.session.reset()
+            return f"[ERROR] The python tool failed ({type(e).__name__}: {e}); its state was reset."
         return format_result(result, self.wall_seconds, limits.output_bytes)
 
     async def process(self, message: Message) -> list[Message]:

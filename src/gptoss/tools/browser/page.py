@@ -23,6 +23,7 @@ LINK_PATTERN = re.compile(r"【(?P<id>\d+)†(?P<text>[^†】]*)(?:†[^†】]
 _SPECIAL_CHARS = str.maketrans({"【": "〖", "】": "〗", "\u200b": None})
 _MD_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]*)(?:\s+\"[^\"]*\")?\)")
 _MD_LINK = re.compile(r"(?<!!)\[([^\]]+)\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+_XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>")
 _SUP = re.compile(r"<sup( [^>]*)?>([\w\-]+)</sup>")
 _SUB = re.compile(r"<sub( [^>]*)?>([\w\-]+)</sub>")
 _TAGS_BETWEEN_WORDS = re.compile(r"(?<=\w)((<[^>]*>)+)(?=\w)")
@@ -141,6 +142,7 @@ def _layout(html: str) -> str:
 
 def html_to_page(html: str, url: str, title: str | None = None) -> Page:
     """An HTML document as a browser page (links numbered from 0 in document order)."""
+    html = _XML_DECLARATION.sub("", html)  # lxml refuses str input that declares an encoding
     html = _SUP.sub(r"^{\2}", html.translate(_SPECIAL_CHARS))
     html = _TAGS_BETWEEN_WORDS.sub(r" \1", _SUB.sub(r"_{\2}", html))
     try:

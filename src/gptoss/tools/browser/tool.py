@@ -12,6 +12,7 @@ One instance per conversation (the stack is the conversation's browsing history)
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote, unquote
@@ -21,6 +22,7 @@ from gptoss.tools.base import Tool, ToolError, int_arg, message_text, parse_json
 from gptoss.tools.browser.backend import Backend, BackendError, results_page
 from gptoss.tools.browser.page import LINK_PATTERN, Page, PageKind
 
+logger = logging.getLogger(__name__)
 FUNCTIONS = ("search", "open", "find")
 UNKNOWN_FUNCTION = "Unknown browser function `{function}`: use browser.search, browser.open or browser.find."
 FIND_MAX_RESULTS = 50
@@ -74,6 +76,9 @@ class BrowserTool(Tool):
             text = await self.call(function, args)
         except ToolError as e:
             text = str(e)
+        except Exception as e:  # a bug or an unexpected library error must not end the conversation
+            logger.exception("browser.%s failed", function)
+            text = f"Error: {recipient} failed unexpectedly ({type(e).__name__}: {_truncate(str(e), 300)})."
         return [tool_message(recipient, text, message.channel)]
 
     async def call(self, function: str, args: dict[str, Any]) -> str:
