@@ -299,3 +299,14 @@ def test_unexpected_backend_failures_become_messages(docs_dir: Path) -> None:
     assert reply(browser, "search", {"query": "x"}) == (
         "Error: browser.search failed unexpectedly (RuntimeError: index exploded)."
     )
+
+
+def test_num_lines_is_capped_by_the_hard_token_limit(browser: BrowserTool) -> None:
+    text = run(browser.open(BASE + "long.txt", num_lines=100_000))
+    body = text.split("\n")[3:]
+    assert 3000 < len(o200k_harmony().encode_ordinary("\n".join(body))) <= 4096 + 40
+    assert len(body) < len(browser.page().lines)
+
+
+def test_fragments_open_the_indexed_page(browser: BrowserTool) -> None:
+    assert run(browser.open(BASE + "guide.html#top")).startswith(f"[0] Sandbox guide ({BASE}guide.html)\n")
