@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from gptoss.engine import TokenSource
     from gptoss.runtime import Model
+    from gptoss.server import ServerConfig
 
     Loaded = Callable[[TokenSource | None, BaseException | None], None]
 
@@ -112,31 +113,36 @@ def load_in_background(args: argparse.Namespace, path: Path, console: Console, o
     return thread
 
 
-def run(args: argparse.Namespace) -> int:
-    import uvicorn
-    from rich.console import Console
-
-    from gptoss.engine import Engine
+def server_config(args: argparse.Namespace, path: Path) -> ServerConfig:
     from gptoss.engine.loader import served_name
-    from gptoss.server import ServerConfig, create_app
+    from gptoss.server import ServerConfig
     from gptoss.server.config import default_store_path
 
-    check_arguments(args)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s")
-    console = Console(stderr=True)
-    path = resolve_checkpoint(args.model, console)
-    config = ServerConfig(
+    return ServerConfig(
         model_name=args.served_model_name or served_name(path),
         api_key=args.api_key or None,
         default_effort=args.reasoning_effort,
         store_path=args.store or default_store_path(),
         store_max_bytes=args.store_max_mb << 20,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+    from rich.console import Console
+
+    from gptoss.engine import Engine
+    from gptoss.server import create_app
+
+    check_arguments(args)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s")
+    console = Console(stderr=True)
+    path = resolve_checkpoint(args.model, console)
+    config = server_config(args, path)
     engine = Engine(None, max_queue=args.max_queue)
-    app = create_app(engine, config)
     # on SIGTERM, in-flight requests get 30 s to finish; then their tasks are cancelled, which frees the engine
-    uvicorn_config = uvicorn.Config(app, args.host, args.port, log_level=args.log_level, timeout_graceful_shutdown=30)
-    server = uvicorn.Server(uvicorn_config)
+    options = {"log_level": args.log_level, "timeout_graceful_shutdown": 30}
+    server = uvicorn.Server(uvicorn.Config(create_app(engine, config), args.host, args.port, **options))
     failure: list[BaseException] = []
 
     def loaded(source: TokenSource | None, error: BaseException | None) -> None:
@@ -146,8 +152,9 @@ def run(args: argparse.Namespace) -> int:
             return
         assert source is not None
         engine.attach(source)
-        log.info("model %r ready (context %d tokens); store at %s", config.model_name, engine.context_length,
-                 config.store_path)  # fmt: skip
+        log.info(
+            "model %r ready, context %d tokens, store %s", config.model_name, engine.context_length, config.store_path
+        )
 
     load_in_background(args, path, console, loaded)
     server.run()
