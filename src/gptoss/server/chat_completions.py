@@ -252,8 +252,9 @@ class ChatPrepared:
         async for out in output_events(self.generation, self.parser):
             for delta in self.run.feed(out):
                 yield delta
-            if self.run.stopped:
+            if self.run.stopped:  # a stop sequence: nothing after it is sent
                 self.generation.cancel()
+                break
         for delta in self.run.flush():
             yield delta
 
