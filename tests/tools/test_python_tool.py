@@ -196,9 +196,12 @@ def test_busy_pool_refuses_with_a_message() -> None:
     pool = SandboxPool(dataclasses.replace(TEST_CONFIG, uid_base=62300, max_interpreters=1))
     try:
         slow, other = PythonTool(pool), PythonTool(pool)
-        worker = threading.Thread(target=slow.execute, args=("import time\ntime.sleep(1.0)",))
+        worker = threading.Thread(target=slow.execute, args=("import time\ntime.sleep(3.0)",))
         worker.start()
-        time.sleep(0.4)
+        deadline = time.monotonic() + 20  # a loaded machine can take seconds to start a sandbox
+        while not (slow.session.busy and slow.session.interpreter is not None) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert slow.session.interpreter is not None, "the first sandbox never started"
         out = other.execute("print(1)")
         worker.join()
         assert out == (
