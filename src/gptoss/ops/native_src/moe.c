@@ -82,23 +82,23 @@ static inline float load_val(const void *p, size_t i, int bf16) {
 
 static inline size_t permuted(size_t f) { return (f & ~(size_t)31) | (size_t)gptoss_perm((int)(f & 31)); }
 
-/* Where token j's feature f lives among an expert's fp32 activations of width K (always block-permuted):
- * token-major rows (GEMV) or panels of [K][wp] (GEMM). */
-static inline size_t act_index(const expert_plan *pl, int j, size_t f, size_t K) {
-    if (!pl->gemm) return (size_t)j * K + permuted(f);
-    const int p = j / GPTOSS_PANEL, w = j % GPTOSS_PANEL;
-    const int rem = pl->npad - p * GPTOSS_PANEL;
-    const int wp = rem < GPTOSS_PANEL ? rem : GPTOSS_PANEL;
-    return (size_t)p * GPTOSS_PANEL * K + permuted(f) * wp + w;
+/* Token j's slot among an expert's fp32 activations of width K (always block-permuted): feature f sits at
+ * base + permuted(f) * stride. Token-major rows for GEMV, panels of [K][wp] for GEMM. */
+typedef struct {
+    size_t base, stride;
+} slot;
+
+static inline slot act_slot(const expert_plan *pl, int j, size_t K) {
+    if (!pl->gemm) return (slot){(size_t)j * K, 1};
+    const int p = j / GPTOSS_PANEL, w = j % GPTOSS_PANEL, rem = pl->npad - p * GPTOSS_PANEL;
+    return (slot){(size_t)p * GPTOSS_PANEL * K + (size_t)w, (size_t)(rem < GPTOSS_PANEL ? rem : GPTOSS_PANEL)};
 }
 
-/* Result of a gemv (y[r][n]) or gemm (panels of [rows][wp]) for row r, token j. */
-static inline float result_at(const expert_plan *pl, const float *res, int nrows, int r, int j) {
-    if (!pl->gemm) return res[(size_t)r * pl->n + j];
-    const int p = j / GPTOSS_PANEL, w = j % GPTOSS_PANEL;
-    const int rem = pl->npad - p * GPTOSS_PANEL;
-    const int wp = rem < GPTOSS_PANEL ? rem : GPTOSS_PANEL;
-    return res[(size_t)p * GPTOSS_PANEL * nrows + (size_t)r * wp + w];
+/* Token j's results from a gemv (y[r][n]) or gemm (panels of [nrows][wp]): row r at base + r * stride. */
+static inline slot result_slot(const expert_plan *pl, int j, int nrows) {
+    if (!pl->gemm) return (slot){(size_t)j, (size_t)pl->n};
+    const int p = j / GPTOSS_PANEL, w = j % GPTOSS_PANEL, rem = pl->npad - p * GPTOSS_PANEL;
+    return (slot){(size_t)p * GPTOSS_PANEL * nrows + (size_t)w, (size_t)(rem < GPTOSS_PANEL ? rem : GPTOSS_PANEL)};
 }
 
 /* One fp32 row of K values (block-permuted) -> int16 in the q16 layout + per-block scales (xs4: each repeated 4x).
@@ -166,13 +166,16 @@ static int quantize_expert(const expert_plan *pl, const act_buf *b, size_t off, 
 static void gather_tokens(const gptoss_moe_args *a, expert_plan *pl, const int64_t *tok, const act_buf *xb) {
     const size_t H = (size_t)a->H;
     float *dst = xb->f + pl->xoff;
-    for (int j = 0; j < pl->n; j++) {
+    /* GEMM panels are computed over all npad columns: the padding tokens are zeros. */
+    for (int j = 0; j < pl->npad; j++) {
+        const slot s = act_slot(pl, j, H);
+        if (j >= pl->n) {
+            for (size_t h = 0; h < H; h++) dst[s.base + h * s.stride] = 0.0f;
+            continue;
+        }
         const size_t t = (size_t)tok[pl->pair0 + j];
-        for (size_t h = 0; h < H; h++) dst[act_index(pl, j, h, H)] = load_val(a->x, t * H + h, a->x_bf16);
+        for (size_t h = 0; h < H; h++) dst[s.base + permuted(h) * s.stride] = load_val(a->x, t * H + h, a->x_bf16);
     }
-    /* GEMM panels are computed over all npad columns: keep the padding finite (zero). */
-    for (int j = pl->n; j < pl->npad; j++)
-        for (size_t h = 0; h < H; h++) dst[act_index(pl, j, h, H)] = 0.0f;
     pl->q16x = quantize_expert(pl, xb, pl->xoff, H);
 }
 
@@ -188,15 +191,18 @@ static void mlp1_item(const gptoss_moe_args *a, const gptoss_kernels *kern, cons
         const gptoss_gemv_act x = gemv_act(pl, xb, pl->xoff);
         (pl->q16x ? kern->gemv_q16 : kern->gemv)(blocks, scales, (int)G, RC1, &x, res);
     }
+    /* Epilogue: + bias, SwiGLU of each (gate, linear) row pair, written as mlp2's input feature r0/2 + i. */
+    float bias[RC1];
+    size_t dpos[RC1 / 2];
+    for (int r = 0; r < RC1; r++) bias[r] = load_val(a->b1, row + (size_t)r, a->b1_bf16);
+    for (int i = 0; i < RC1 / 2; i++) dpos[i] = permuted((size_t)r0 / 2 + (size_t)i);
     float *dst = ab->f + pl->aoff;
-    for (int i = 0; i < RC1 / 2; i++) {
-        const float bg = load_val(a->b1, row + 2 * (size_t)i, a->b1_bf16);
-        const float bl = load_val(a->b1, row + 2 * (size_t)i + 1, a->b1_bf16);
-        const size_t f = (size_t)r0 / 2 + (size_t)i;
-        for (int j = 0; j < pl->n; j++) {
-            const float g = result_at(pl, res, RC1, 2 * i, j) + bg;
-            const float l = result_at(pl, res, RC1, 2 * i + 1, j) + bl;
-            dst[act_index(pl, j, f, I)] = swiglu(g, l, a->swiglu_limit);
+    for (int j = 0; j < pl->n; j++) {
+        const slot rs = result_slot(pl, j, RC1), ds = act_slot(pl, j, I);
+        for (int i = 0; i < RC1 / 2; i++) {
+            const float g = res[rs.base + (size_t)(2 * i) * rs.stride] + bias[2 * i];
+            const float l = res[rs.base + (size_t)(2 * i + 1) * rs.stride] + bias[2 * i + 1];
+            dst[ds.base + dpos[i] * ds.stride] = swiglu(g, l, a->swiglu_limit);
         }
     }
 }
@@ -215,11 +221,14 @@ static void mlp2_item(const gptoss_moe_args *a, const gptoss_kernels *kern, cons
             const gptoss_gemv_act act = gemv_act(pl, ab, pl->aoff);
             (pl->q16a ? kern->gemv_q16 : kern->gemv)(blocks, scales, (int)G, RC2, &act, res);
         }
+        /* Epilogue: + bias, times the router weight, into the token's output row (this item owns these columns). */
+        float bias[RC2];
+        for (int r = 0; r < RC2; r++) bias[r] = load_val(a->b2, row + (size_t)r, a->b2_bf16);
         for (int j = 0; j < pl->n; j++) {
+            const slot rs = result_slot(pl, j, RC2);
             float *o = a->out + (size_t)tok[pl->pair0 + j] * H + (size_t)n0;
             const float w = wgt[pl->pair0 + j];
-            for (int r = 0; r < RC2; r++)
-                o[r] += (result_at(pl, res, RC2, r, j) + load_val(a->b2, row + (size_t)r, a->b2_bf16)) * w;
+            for (int r = 0; r < RC2; r++) o[r] += (res[rs.base + (size_t)r * rs.stride] + bias[r]) * w;
         }
     }
 }
