@@ -75,27 +75,44 @@ class Model:
         return self.generate_with(token_ids, params)
 
     def generate_with(self, token_ids: Sequence[int], params: SamplingParams) -> Iterator[int]:
+        return (step[0] for step in self.steps(token_ids, params) if step is not None)
+
+    def steps(
+        self, token_ids: Sequence[int], params: SamplingParams, prefill_chunk: int = PREFILL_CHUNK
+    ) -> Iterator[tuple[int, torch.Tensor] | None]:
+        """The decode loop, one step at a time: None after each prefill chunk but the last (a point where a caller
+        may stop early), then (token, the logits it was sampled from) per generated token. Validates eagerly."""
         tokens = self.check_tokens(token_ids)
-        room = self.context_length - len(tokens)
-        if room <= 0 or (params.max_tokens is not None and params.max_tokens > room):
-            asked = "" if params.max_tokens is None else f" + max_tokens {params.max_tokens}"
-            raise InputError(
-                f"context overflow: prompt of {len(tokens)} tokens{asked} exceeds the context limit of "
-                f"{self.context_length}"
-            )
-        return self._decode_loop(tokens, params, room if params.max_tokens is None else params.max_tokens)
+        budget = output_budget(len(tokens), params, self.context_length)
+        return self._steps(tokens, params, budget, prefill_chunk)
 
     @torch.inference_mode()
-    def _decode_loop(self, tokens: torch.Tensor, params: SamplingParams, budget: int) -> Iterator[int]:
+    def _steps(
+        self, tokens: torch.Tensor, params: SamplingParams, budget: int, chunk: int
+    ) -> Iterator[tuple[int, torch.Tensor] | None]:
         generator = make_generator(params.seed)
         cache = self.new_cache()
-        logits = self.prefill(cache, tokens)
+        for start in range(0, len(tokens), chunk):
+            logits = self.prefill(cache, tokens[start : start + chunk], chunk)
+            if start + chunk < len(tokens):
+                yield None
         for _ in range(budget):
             token = sample(logits, params, generator)
-            yield token
+            yield token, logits
             if token in params.stop_tokens:
                 return
             logits = self.prefill(cache, torch.tensor([token], device=self.device))
+
+
+def output_budget(prompt_len: int, params: SamplingParams, context_length: int) -> int:
+    """How many tokens may be generated; InputError when the prompt (plus max_tokens) does not fit the context."""
+    room = context_length - prompt_len
+    if room <= 0 or (params.max_tokens is not None and params.max_tokens > room):
+        asked = "" if params.max_tokens is None else f" + max_tokens {params.max_tokens}"
+        raise InputError(
+            f"context overflow: prompt of {prompt_len} tokens{asked} exceeds the context limit of {context_length}"
+        )
+    return room if params.max_tokens is None else params.max_tokens
 
 
 def load(

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from gptoss.errors import InputError
+from gptoss.runtime import output_budget as output_budget  # re-exported for token sources
 from gptoss.sampling import SamplingParams
 
 if TYPE_CHECKING:
@@ -43,17 +43,6 @@ class TokenSource(Protocol):
         ...
 
 
-def output_budget(prompt_len: int, params: SamplingParams, context_length: int) -> int:
-    """How many tokens may be generated; InputError when the prompt (plus max_tokens) does not fit the context."""
-    room = context_length - prompt_len
-    if room <= 0 or (params.max_tokens is not None and params.max_tokens > room):
-        asked = "" if params.max_tokens is None else f" + max_tokens {params.max_tokens}"
-        raise InputError(
-            f"context overflow: prompt of {prompt_len} tokens{asked} exceeds the context limit of {context_length}"
-        )
-    return room if params.max_tokens is None else params.max_tokens
-
-
 class ModelSource:
     """A loaded `gptoss.Model` behind the TokenSource seam: cached prefill in chunks, then one token per step."""
 
@@ -68,30 +57,8 @@ class ModelSource:
     def generate(
         self, token_ids: Sequence[int], params: SamplingParams, top_logprobs: int | None = None
     ) -> Iterator[TokenEvent | None]:
-        tokens = self.model.check_tokens(token_ids)
-        budget = output_budget(len(tokens), params, self.context_length)
-        return self._decode(tokens, params, budget, top_logprobs)
-
-    def _decode(
-        self, tokens: torch.Tensor, params: SamplingParams, budget: int, top_logprobs: int | None
-    ) -> Iterator[TokenEvent | None]:
-        import torch
-
-        from gptoss.sampling import make_generator, sample
-
-        generator = make_generator(params.seed)
-        cache = self.model.new_cache()
-        logits = torch.empty(0)
-        for start in range(0, len(tokens), self.prefill_chunk):  # chunk by chunk, so a cancel lands between chunks
-            logits = self.model.prefill(cache, tokens[start : start + self.prefill_chunk])
-            if start + self.prefill_chunk < len(tokens):
-                yield None
-        for _ in range(budget):
-            token = sample(logits, params, generator)
-            yield token_event(token, logits, top_logprobs)
-            if token in params.stop_tokens:
-                return
-            logits = self.model.prefill(cache, torch.tensor([token], device=self.model.device))
+        steps = self.model.steps(token_ids, params, self.prefill_chunk)  # validates now, before the first step
+        return (None if step is None else token_event(*step, top_logprobs) for step in steps)
 
 
 def token_event(token: int, logits: torch.Tensor, top_logprobs: int | None) -> TokenEvent:
