@@ -26,11 +26,14 @@ def _say(msg: str) -> None:
 class OptionalBuildExt(build_ext):
     """build_ext that tries -fopenmp, then no OpenMP, then gives up without failing the install."""
 
+    failed = False
+
     def run(self) -> None:
         try:
             super().run()
-        except Exception as e:  # e.g. no C compiler at all
-            _say(f"could not build the native MXFP4 kernels ({e}); gptoss will use the reference ops")
+        except Exception as e:  # e.g. no C compiler at all, or (editable) nothing to copy after a failed build
+            if not self.failed:
+                _say(f"could not build the native MXFP4 kernels ({e}); gptoss will use the reference ops")
 
     def build_extension(self, ext: Extension) -> None:
         unix = self.compiler.compiler_type == "unix"
@@ -50,6 +53,7 @@ class OptionalBuildExt(build_ext):
             if not cflags:
                 _say("built the native kernels without OpenMP: they will run single-threaded")
             return
+        self.failed = True
         _say(f"could not build the native MXFP4 kernels ({err}); gptoss will use the reference ops")
 
 

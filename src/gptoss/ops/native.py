@@ -13,6 +13,7 @@ fallback, also used when the CPU lacks AVX2+FMA); the thread count follows torch
 
 from __future__ import annotations
 
+import importlib
 import os
 from types import ModuleType
 
@@ -20,10 +21,11 @@ import torch
 
 from gptoss.mxfp4 import BLOCK
 
+_ext: ModuleType | None
 try:
-    from gptoss.ops import native_ext as _ext_module
-
-    _ext: ModuleType | None = _ext_module
+    # import_module, not `from gptoss.ops import ...`: while gptoss.ops is still initialising, the latter reports a
+    # missing extension as a "circular import".
+    _ext = importlib.import_module("gptoss.ops.native_ext")
     _IMPORT_ERROR = ""
 except ImportError as e:  # not built (no compiler at install time) or built for another Python
     _ext = None
