@@ -6,8 +6,12 @@ import datetime
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import platformdirs
+
+if TYPE_CHECKING:
+    from gptoss.tools import BrowserTool, PythonTool
 
 EFFORTS = ("low", "medium", "high")
 
@@ -30,11 +34,18 @@ class ServerConfig:
     max_body_bytes: int = 8 << 20  # larger request bodies get 413
     keepalive_seconds: float = 10.0  # SSE comment sent when a stream has been idle this long
     today: Callable[[], str] = utc_today  # the conversation start date in the system message
+    # built-in tools (Responses `web_search` / `code_interpreter`): a fresh tool per response; None = not offered
+    browser: Callable[[], BrowserTool] | None = None
+    python: Callable[[], PythonTool] | None = None
+    python_unavailable: str | None = None  # why the python sandbox cannot run here (requests for it get 400)
+    max_tool_rounds: int = 16  # built-in tool calls one response may make before it ends incomplete
 
     def __post_init__(self) -> None:
         if self.default_effort not in EFFORTS:
             raise ValueError(
                 f"default reasoning effort must be one of {', '.join(EFFORTS)}, got {self.default_effort!r}"
             )
+        if self.max_tool_rounds < 0:
+            raise ValueError("max_tool_rounds must be >= 0")
         if self.store_max_bytes <= 0 or self.max_body_bytes <= 0 or self.keepalive_seconds <= 0:
             raise ValueError("store_max_bytes, max_body_bytes and keepalive_seconds must be positive")

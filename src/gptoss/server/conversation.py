@@ -43,6 +43,7 @@ from gptoss.harmony import (
     SystemContent,
     TextContent,
     ToolDescription,
+    ToolNamespaceConfig,
 )
 
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -120,6 +121,7 @@ class PromptSpec:
     response_format: ResponseFormat | None = None
     date: str | None = None  # YYYY-MM-DD
     items_param: str = "input"  # the request field the items came from, for error messages
+    builtin: tuple[ToolNamespaceConfig, ...] = ()  # built-in tool sections (browser, python) for the system message
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,8 @@ def system_message(spec: PromptSpec) -> Message:
     content = SystemContent.new().with_reasoning_effort(spec.effort)
     if spec.date:
         content = content.with_conversation_start_date(spec.date)
+    for namespace in spec.builtin:
+        content = content.with_tools(namespace)
     return Message.from_role_and_content(Role.SYSTEM, content)
 
 
@@ -271,6 +275,7 @@ class OutputItem:
     kind: ItemKind
     text: str = ""  # reasoning text, message text, or function-call arguments
     name: str | None = None  # function name (the `functions.` prefix removed)
+    recipient: str | None = None  # the recipient exactly as the model wrote it (function calls)
     channel: str | None = None
     tokens: int = 0  # output tokens spent on this item, its header included
     done: bool = False
@@ -310,7 +315,8 @@ def classify(role: Role | None, channel: str | None, recipient: str | None) -> O
     if role is not Role.ASSISTANT:
         return None
     if recipient is not None and recipient != "all":
-        return OutputItem(ItemKind.FUNCTION_CALL, name=recipient.removeprefix(FUNCTIONS), channel=channel)
+        name = recipient.removeprefix(FUNCTIONS)
+        return OutputItem(ItemKind.FUNCTION_CALL, name=name, recipient=recipient, channel=channel)
     if channel == "analysis":
         return OutputItem(ItemKind.REASONING, channel=channel)
     return OutputItem(ItemKind.MESSAGE, channel=channel)

@@ -297,6 +297,22 @@ class FunctionToolSpec(Nested):
     strict: bool | None = None
 
 
+class WebSearchToolSpec(Nested):
+    """The built-in browser (`--browser-dir`); provider options such as `user_location` are accepted and unused."""
+
+    type: Literal["web_search", "web_search_preview", "browser_search"]
+
+
+class CodeInterpreterToolSpec(Nested):
+    """The built-in python tool (`--python`); `container` is accepted and unused (one sandbox per response)."""
+
+    type: Literal["code_interpreter"]
+
+
+ResponsesTool = Annotated[FunctionToolSpec | WebSearchToolSpec | CodeInterpreterToolSpec, Field(discriminator="type")]
+BUILTIN_TOOL_TYPES = ("web_search", "web_search_preview", "browser_search", "code_interpreter")
+
+
 class NamedFunctionChoice(Nested):
     type: Literal["function"]
     name: str
@@ -334,7 +350,7 @@ class ResponsesRequest(Request):
     model: str | None = None
     input: str | list[InputItem] = ""
     instructions: str | None = None
-    tools: list[FunctionToolSpec] | None = None
+    tools: list[ResponsesTool] | None = None
     tool_choice: Literal["auto", "none", "required"] | NamedFunctionChoice | None = None
     reasoning: ReasoningOptions | None = None
     text: TextOptions | None = None
@@ -362,9 +378,10 @@ class ResponsesRequest(Request):
 
     @field_validator("tools", mode="before")
     @classmethod
-    def function_tools_only(cls, value: Any) -> Any:
+    def known_tool_types(cls, value: Any) -> Any:
         for i, tool in enumerate(value if isinstance(value, list) else []):
             kind = tool.get("type") if isinstance(tool, dict) else None
-            if kind != "function":
-                raise ValueError(f"tool {i} has type {kind!r}; only 'function' tools are supported")
+            if kind != "function" and kind not in BUILTIN_TOOL_TYPES:
+                known = ", ".join(repr(k) for k in ("function", *BUILTIN_TOOL_TYPES))
+                raise ValueError(f"tool {i} has type {kind!r}; supported types are {known}")
         return value

@@ -7,15 +7,19 @@ payload a streaming client would get.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from gptoss.engine import Finish, Generation
-from gptoss.harmony import ReasoningEffort
+from gptoss.harmony import Conversation, ReasoningEffort, Role
+from gptoss.sampling import SamplingParams
 from gptoss.server import conversation as conv
+from gptoss.server.builtin import builtin_kind, call_message, declared_names, requested_tools
 from gptoss.server.conversation import ItemKind, OutputItem, OutputParser, Problem
 from gptoss.server.errors import ApiError, bad_request
 from gptoss.server.generation import (
@@ -25,15 +29,14 @@ from gptoss.server.generation import (
     harmony,
     new_id,
     now,
-    output_events,
     sampling,
     stop_tokens,
     submit,
-    usage_of,
 )
 from gptoss.server.protocol import (
     FunctionCallInput,
     FunctionCallOutputInput,
+    FunctionToolSpec,
     InputItem,
     JsonObjectFormat,
     MessageInput,
@@ -45,6 +48,7 @@ from gptoss.server.protocol import (
 from gptoss.server.sse import frame, on_disconnect, sse_response
 from gptoss.server.state import ServerState
 from gptoss.server.store import Stored
+from gptoss.tools import BuiltinTools, ToolStep, split_pending
 
 EFFORTS = {
     "minimal": ReasoningEffort.LOW,
@@ -53,6 +57,8 @@ EFFORTS = {
     "high": ReasoningEffort.HIGH,
 }
 ITEM_PREFIX = {ItemKind.REASONING: "rs", ItemKind.MESSAGE: "msg", ItemKind.FUNCTION_CALL: "fc"}
+CALL_TYPES = {"browser": "web_search_call", "python": "code_interpreter_call"}
+_closing: set[asyncio.Task[None]] = set()  # tool shutdowns scheduled from synchronous code
 
 # ---- request -> prompt ----
 
@@ -98,9 +104,14 @@ def effort_of(req: ResponsesRequest, default: str) -> ReasoningEffort:
 
 
 def prompt_spec(
-    req: ResponsesRequest, items: list[conv.Item], instructions: str | None, state: ServerState
+    req: ResponsesRequest,
+    items: list[conv.Item],
+    instructions: str | None,
+    state: ServerState,
+    builtin: BuiltinTools | None = None,
 ) -> conv.PromptSpec:
-    tools = tuple(conv.FunctionTool(t.name, t.description or "", t.parameters) for t in req.tools or [])
+    functions = [t for t in req.tools or [] if isinstance(t, FunctionToolSpec)]
+    tools = tuple(conv.FunctionTool(t.name, t.description or "", t.parameters) for t in functions)
     return conv.PromptSpec(
         items=tuple(items),
         instructions=instructions,
@@ -110,6 +121,7 @@ def prompt_spec(
         response_format=response_format(req),
         date=state.config.today(),
         items_param="input",
+        builtin=tuple(builtin.namespaces()) if builtin is not None else (),
     )
 
 
@@ -127,7 +139,15 @@ def previous(req: ResponsesRequest, state: ServerState) -> Stored | None:
 # ---- output -> response object and events ----
 
 
-def output_item(kind: ItemKind, item_id: str, call_id: str | None, item: OutputItem, status: str) -> dict[str, Any]:
+def output_item(
+    kind: ItemKind,
+    item_id: str,
+    call_id: str | None,
+    item: OutputItem,
+    status: str,
+    annotations: Sequence[dict[str, Any]] = (),
+    text: str | None = None,
+) -> dict[str, Any]:
     if kind is ItemKind.REASONING:
         content = [{"type": "reasoning_text", "text": item.text}] if status != "in_progress" else []
         return {"id": item_id, "type": "reasoning", "summary": [], "content": content, "status": status}
@@ -141,19 +161,29 @@ def output_item(kind: ItemKind, item_id: str, call_id: str | None, item: OutputI
             "arguments": arguments,
             "status": status,
         }
-    content = [text_part(item.text)] if status != "in_progress" else []
+    shown = item.text if text is None else text
+    content = [text_part(shown, annotations)] if status != "in_progress" else []
     phase = "commentary" if item.channel == "commentary" else "final_answer"
     return {"id": item_id, "type": "message", "role": "assistant", "status": status, "content": content, "phase": phase}
 
 
-def text_part(text: str) -> dict[str, Any]:
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+def call_item(tool: str, item_id: str, status: str, item: OutputItem | None = None) -> dict[str, Any]:
+    """A built-in tool call as a Responses output item (`web_search_call` / `code_interpreter_call`)."""
+    if tool == "browser":
+        return {"id": item_id, "type": "web_search_call", "status": status, "action": None}
+    code = item.text if item is not None else ""
+    body = {"id": item_id, "type": "code_interpreter_call", "status": status, "code": code, "outputs": None}
+    return {**body, "container_id": "sandbox"}
 
 
-def part_of(item: OutputItem) -> dict[str, Any]:
+def text_part(text: str, annotations: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": list(annotations), "logprobs": []}
+
+
+def part_of(item: OutputItem, annotations: Sequence[dict[str, Any]] = (), text: str | None = None) -> dict[str, Any]:
     if item.kind is ItemKind.REASONING:
         return {"type": "reasoning_text", "text": item.text}
-    return text_part(item.text)
+    return text_part(item.text if text is None else text, annotations)
 
 
 def problem_dicts(problems: list[Problem]) -> list[dict[str, str]]:
@@ -161,30 +191,47 @@ def problem_dicts(problems: list[Problem]) -> list[dict[str, str]]:
 
 
 def outcome(
-    generation: Generation, problems: list[Problem]
+    generation: Generation, problems: list[Problem], stopped: dict[str, Any] | None = None
 ) -> tuple[str, dict[str, Any] | None, dict[str, Any] | None]:
-    """(status, incomplete_details, error). Repaired output makes a response incomplete, with the repairs listed."""
+    """(status, incomplete_details, error). Repaired output makes a response incomplete, with the repairs listed.
+    `stopped` is why the tool loop ended the response early (incomplete details), or an error (`failed`)."""
     if generation.finish is Finish.ERROR:
         return "failed", None, {"code": "server_error", "message": f"generation failed: {generation.error}"}
+    if stopped is not None and "code" in stopped:
+        return "failed", None, stopped
     reason = {Finish.LENGTH: "max_output_tokens", Finish.CANCELLED: "cancelled"}.get(generation.finish or Finish.STOP)
+    details: dict[str, Any] = {}
+    if reason is None and stopped is not None:
+        details.update(stopped)
+        reason = details.pop("reason")
     if reason is None and problems:
         reason = "invalid_output"
     if reason is None:
         return "completed", None, None
-    details: dict[str, Any] = {"reason": reason}
+    details = {"reason": reason, **details}
     if problems:
         details["problems"] = problem_dicts(problems)
     return "incomplete", details, None
 
 
 class ResponseRun:
-    """Builds one response: feed output events, get Responses streaming events; `response` is always current."""
+    """Builds one response: feed output events, get Responses streaming events; `response` is always current.
 
-    def __init__(self, response: dict[str, Any]) -> None:
+    Built-in tool calls (`tools`) become `web_search_call` / `code_interpreter_call` items: they stay in progress
+    until `tool_done` (or `abandon`). With a browser, final-answer citations are turned into links as the text
+    streams, with url_citation annotations when the message is done."""
+
+    def __init__(self, response: dict[str, Any], tools: BuiltinTools | None = None) -> None:
         self.response = response
+        self.tools = tools
         self.sequence = 0
         self.item_ids: list[str] = []
         self.call_ids: list[str | None] = []
+        self.kinds: list[str | None] = []  # "browser" / "python" for built-in tool calls
+        self.items: list[OutputItem] = []
+        self.raw: dict[int, str] = {}  # message text as generated (citations not yet resolved)
+        self.shown: dict[int, str] = {}  # message text streamed so far (citations resolved)
+        self.pending: set[int] = set()  # built-in calls whose tool has not run yet
 
     def event(self, kind: str, **fields: Any) -> dict[str, Any]:
         event = {"type": kind, "sequence_number": self.sequence, **fields}
@@ -205,11 +252,31 @@ class ResponseRun:
             return self.delta(out.index, out.text)
         return self.done(out.index, out.item)
 
+    def citing(self, index: int) -> bool:
+        """Whether this item's text gets citations resolved (a message, with a browser enabled)."""
+        return (
+            self.tools is not None
+            and self.tools.browser is not None
+            and self.kinds[index] is None
+            and (self.items[index].kind is ItemKind.MESSAGE)
+        )
+
     def started(self, index: int, item: OutputItem) -> list[dict[str, Any]]:
-        item_id = new_id(ITEM_PREFIX[item.kind])
-        call_id = new_id("call") if item.kind is ItemKind.FUNCTION_CALL else None
+        tool = builtin_kind(self.tools, item)
+        prefix = {"browser": "ws", "python": "ci"}.get(tool or "", ITEM_PREFIX[item.kind])
+        item_id = new_id(prefix)
+        call_id = new_id("call") if item.kind is ItemKind.FUNCTION_CALL and tool is None else None
         self.item_ids.append(item_id)
         self.call_ids.append(call_id)
+        self.kinds.append(tool)
+        self.items.append(item)
+        if tool is not None:
+            body = call_item(tool, item_id, "in_progress")
+            self.response["output"].append(body)
+            return [
+                self.event("response.output_item.added", output_index=index, item=dict(body)),
+                self.event(f"response.{CALL_TYPES[tool]}.in_progress", output_index=index, item_id=item_id),
+            ]
         body = output_item(item.kind, item_id, call_id, item, "in_progress")
         self.response["output"].append(body)
         events = [self.event("response.output_item.added", output_index=index, item=dict(body))]
@@ -225,17 +292,44 @@ class ResponseRun:
     def delta(self, index: int, text: str) -> list[dict[str, Any]]:
         body, item_id = self.response["output"][index], self.item_ids[index]
         where = {"item_id": item_id, "output_index": index}
+        if body["type"] == "web_search_call":
+            return []
+        if body["type"] == "code_interpreter_call":
+            body["code"] += text
+            return [self.event("response.code_interpreter_call_code.delta", **where, delta=text)]
         if body["type"] == "function_call":
             return [self.event("response.function_call_arguments.delta", **where, delta=text)]
         if body["type"] == "reasoning":
             return [self.event("response.reasoning_text.delta", **where, content_index=0, delta=text)]
+        if self.citing(index):
+            text = self.cited_delta(index, text)
+            if not text:
+                return []
         return [self.event("response.output_text.delta", **where, content_index=0, delta=text, logprobs=[])]
 
+    def cited_delta(self, index: int, text: str) -> str:
+        """The new text to stream once citations are resolved; an unfinished citation is held back."""
+        assert self.tools is not None
+        raw = self.raw.get(index, "") + text
+        self.raw[index] = raw
+        safe, _ = split_pending(raw)
+        cited, _ = self.tools.cite(safe)
+        shown = self.shown.get(index, "")
+        if not cited.startswith(shown):
+            return ""  # cannot happen with well-formed citations; the done event carries the whole text
+        self.shown[index] = cited
+        return cited[len(shown) :]
+
     def done(self, index: int, item: OutputItem) -> list[dict[str, Any]]:
+        tool = self.kinds[index]
+        if tool is not None:
+            return self.call_done(index, item, tool)
         status = "incomplete" if item.truncated else "completed"
+        where = {"item_id": self.item_ids[index], "output_index": index}
+        if self.citing(index):
+            return self.message_done(index, item, status, where)
         body = output_item(item.kind, self.item_ids[index], self.call_ids[index], item, status)
         self.response["output"][index] = body
-        where = {"item_id": self.item_ids[index], "output_index": index}
         if item.kind is ItemKind.FUNCTION_CALL:
             events = [self.event("response.function_call_arguments.done", **where, name=item.name, arguments=item.text)]
         else:
@@ -247,20 +341,104 @@ class ResponseRun:
             ]
         return [*events, self.event("response.output_item.done", output_index=index, item=body)]
 
-    def finish(self, generation: Generation, parser: OutputParser) -> dict[str, Any]:
-        status, details, error = outcome(generation, parser.problems)
-        usage = usage_of(generation, parser)
+    def message_done(self, index: int, item: OutputItem, status: str, where: dict[str, Any]) -> list[dict[str, Any]]:
+        assert self.tools is not None
+        text, citations = self.tools.cite(item.text)
+        annotations = [c.to_dict() for c in citations]
+        shown = self.shown.get(index, "")
+        events = []
+        if text.startswith(shown) and len(text) > len(shown):
+            rest = text[len(shown) :]
+            events.append(self.event("response.output_text.delta", **where, content_index=0, delta=rest, logprobs=[]))
+        for i, annotation in enumerate(annotations):
+            events.append(
+                self.event(
+                    "response.output_text.annotation.added",
+                    **where,
+                    content_index=0,
+                    annotation_index=i,
+                    annotation=annotation,
+                )
+            )
+        body = output_item(item.kind, self.item_ids[index], None, item, status, annotations, text)
+        self.response["output"][index] = body
+        part = part_of(item, annotations, text)
+        events += [
+            self.event("response.output_text.done", **where, content_index=0, text=text, logprobs=[]),
+            self.event("response.content_part.done", **where, content_index=0, part=part),
+            self.event("response.output_item.done", output_index=index, item=body),
+        ]
+        return events
+
+    def call_done(self, index: int, item: OutputItem, tool: str) -> list[dict[str, Any]]:
+        """The model finished writing a built-in call: announce that it runs (the tool runs after generation)."""
+        where = {"output_index": index, "item_id": self.item_ids[index]}
+        events = []
+        if tool == "python":
+            events.append(self.event("response.code_interpreter_call_code.done", **where, code=item.text))
+        if item.truncated:
+            return [*events, *self.abandon(index)]
+        self.pending.add(index)
+        body = self.response["output"][index]
+        if tool == "python":
+            body["status"] = "interpreting"
+            return [*events, self.event("response.code_interpreter_call.interpreting", **where)]
+        body["status"] = "searching"
+        return [self.event("response.web_search_call.searching", **where)]
+
+    def tool_done(self, index: int, step: ToolStep) -> list[dict[str, Any]]:
+        tool = self.kinds[index]
+        assert tool is not None
+        self.pending.discard(index)
+        body = call_item(tool, self.item_ids[index], "completed", self.items[index])
+        if tool == "browser":
+            body["action"] = step.action
+        else:
+            body["outputs"] = [{"type": "logs", "logs": step.output}]
+        self.response["output"][index] = body
+        where = {"output_index": index, "item_id": self.item_ids[index]}
+        return [
+            self.event(f"response.{CALL_TYPES[tool]}.completed", **where),
+            self.event("response.output_item.done", output_index=index, item=body),
+        ]
+
+    def abandon(self, index: int) -> list[dict[str, Any]]:
+        """A built-in call that will not run (cut off, not the last message, or out of tool rounds)."""
+        tool = self.kinds[index]
+        assert tool is not None
+        self.pending.discard(index)
+        body = call_item(tool, self.item_ids[index], "incomplete", self.items[index])
+        self.response["output"][index] = body
+        return [self.event("response.output_item.done", output_index=index, item=body)]
+
+    def abandon_pending(self, keep: int | None = None) -> list[dict[str, Any]]:
+        return [e for i in sorted(self.pending - {keep}) for e in self.abandon(i)]
+
+    def history_items(self) -> list[conv.Item]:
+        """The output as input items of a follow-up request (built-in calls are left out)."""
+        own = [i for i, kind in enumerate(self.kinds) if kind is None]
+        return conv.output_to_history([self.items[i] for i in own], [self.call_ids[i] for i in own])
+
+    def finish(
+        self,
+        generation: Generation,
+        problems: list[Problem],
+        usage: tuple[int, int, int],
+        stopped: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        status, details, error = outcome(generation, problems, stopped)
+        prompt_tokens, output_tokens, reasoning_tokens = usage
         self.response.update(
             status=status,
             incomplete_details=details,
             error=error,
             completed_at=now() if status == "completed" else None,
             usage={
-                "input_tokens": usage.prompt_tokens,
+                "input_tokens": prompt_tokens,
                 "input_tokens_details": {"cached_tokens": 0},
-                "output_tokens": usage.output_tokens,
-                "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
-                "total_tokens": usage.total,
+                "output_tokens": output_tokens,
+                "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
+                "total_tokens": prompt_tokens + output_tokens,
             },
         )
         kind = {"completed": "response.completed", "failed": "response.failed"}.get(status, "response.incomplete")
@@ -304,7 +482,7 @@ def response_skeleton(
 
 
 class Prepared:
-    """A validated, submitted request and everything needed to answer it."""
+    """A validated, submitted request and everything needed to answer it, including its built-in tool loop."""
 
     def __init__(self, req: ResponsesRequest, state: ServerState) -> None:
         check_model(req.model, state.config.model_name)
@@ -313,32 +491,128 @@ class Prepared:
         inherited = stored.response.get("instructions") if stored is not None else None
         self.instructions = req.instructions if req.instructions is not None else inherited
         self.items = history + input_items(req.input)
-        spec = prompt_spec(req, self.items, self.instructions, state)
-        try:
-            prompt = conv.render_prompt(spec, harmony())
-        except conv.ConversionError as e:
-            raise bad_request(str(e), e.param) from None
-        check_fits(len(prompt.tokens), req.max_output_tokens, context_length(state.engine), "max_output_tokens")
-        params = sampling(req.temperature, req.top_p, None, req.max_output_tokens, stop_tokens())
-        self.parser = OutputParser(harmony(), prompt.forced, [t.name for t in spec.tools])
-        self.run = ResponseRun(response_skeleton(req, new_id("resp"), self.instructions, state))
-        self.generation = submit(state.engine, prompt.tokens, params)
         self.req, self.state = req, state
+        self.tools = requested_tools(req.tools or [], state.config)
+        try:
+            spec = prompt_spec(req, self.items, self.instructions, state, self.tools)
+            try:
+                prompt = conv.render_prompt(spec, harmony())
+            except conv.ConversionError as e:
+                raise bad_request(str(e), e.param) from None
+            self.context = context_length(state.engine)
+            check_fits(len(prompt.tokens), req.max_output_tokens, self.context, "max_output_tokens")
+            self.declared = [t.name for t in spec.tools] + declared_names(self.tools)
+            self.prompt, self.forced = prompt.tokens, prompt.forced
+            self.parsers = [OutputParser(harmony(), prompt.forced, self.declared)]
+            self.run = ResponseRun(response_skeleton(req, new_id("resp"), self.instructions, state), self.tools)
+            self.generation = submit(state.engine, prompt.tokens, self.params(0))
+        except BaseException:
+            self.close_tools_later()
+            raise
         self.gone = False
+        self.prompt_tokens = self.output_tokens = 0  # summed over the generations of the tool loop
+        self.stopped: dict[str, Any] | None = None  # why the tool loop ended the response early
+
+    def params(self, used: int) -> SamplingParams:
+        budget = self.req.max_output_tokens - used if self.req.max_output_tokens is not None else None
+        return sampling(self.req.temperature, self.req.top_p, None, budget, stop_tokens())
+
+    def close_tools_later(self) -> None:
+        if self.tools is not None:
+            task = asyncio.get_running_loop().create_task(self.tools.aclose())
+            _closing.add(task)
+            task.add_done_callback(_closing.discard)
+
+    @property
+    def problems(self) -> list[Problem]:
+        return [p for parser in self.parsers for p in parser.problems]
 
     def client_left(self) -> None:
         self.gone = True
         self.generation.cancel()
 
+    async def events(self) -> AsyncIterator[list[dict[str, Any]]]:
+        """Generate, and while the model ends on a call to an enabled built-in tool, run it, append its messages
+        and generate again (at most `max_tool_rounds` times); yields the Responses events as they happen."""
+        rounds = 0
+        try:
+            while True:
+                parser, offset = self.parsers[-1], len(self.run.response["output"])
+                generated: list[int] = []
+                async for event in self.generation:
+                    generated.append(event.token)
+                    for out in parser.feed(event):
+                        yield self.run.feed(replace(out, index=out.index + offset))
+                for out in parser.finish():
+                    yield self.run.feed(replace(out, index=out.index + offset))
+                self.prompt_tokens += self.generation.stats.prompt_tokens
+                self.output_tokens += self.generation.stats.output_tokens
+                call = self.tool_call()
+                yield self.run.abandon_pending(keep=call)
+                if call is None or self.gone:
+                    break
+                if rounds >= self.state.config.max_tool_rounds:
+                    limit = self.state.config.max_tool_rounds
+                    self.stopped = {
+                        "reason": "max_tool_calls",
+                        "message": f"the model made more than {limit} built-in tool calls (the server's limit, "
+                        "--max-tool-rounds); the last one was not run",
+                    }
+                    yield self.run.abandon(call)
+                    break
+                rounds += 1
+                assert self.tools is not None
+                step = await self.tools.run(call_message(self.run.items[call]))
+                yield self.run.tool_done(call, step)
+                if not self.continue_after(generated, step):
+                    break
+        finally:
+            self.generation.cancel()  # no-op when finished; frees the engine if the stream was abandoned
+            if self.tools is not None:
+                await self.tools.aclose()
+
+    def tool_call(self) -> int | None:
+        """The output index of the built-in call the last generation ended on, if it should run."""
+        items = self.run.items
+        last = len(items) - 1
+        if last < 0 or last not in self.run.pending or self.generation.finish is not Finish.STOP:
+            return None
+        return last
+
+    def continue_after(self, generated: list[int], step: ToolStep) -> bool:
+        """Append the model's output and the tool's messages to the prompt and submit the next generation."""
+        encoding = harmony()
+        reply = encoding.render_conversation_for_completion(Conversation.from_messages(step.messages), Role.ASSISTANT)
+        self.prompt = self.prompt + generated + reply
+        used = self.output_tokens
+        if self.req.max_output_tokens is not None and used >= self.req.max_output_tokens:
+            self.stopped = {"reason": "max_output_tokens", "message": "the output budget ran out after a tool call"}
+            return False
+        if len(self.prompt) + 1 > self.context:
+            self.stopped = {
+                "reason": "max_output_tokens",
+                "message": f"the conversation reached the model's context length ({self.context} tokens) after a "
+                "tool call",
+            }
+            return False
+        try:
+            self.generation = submit(self.state.engine, self.prompt, self.params(used))
+        except ApiError as e:
+            self.stopped = {"code": e.code or "server_error", "message": f"could not continue after a tool call: {e}"}
+            return False
+        self.parsers.append(OutputParser(harmony(), (), self.declared))
+        return True
+
     def conclude(self) -> dict[str, Any]:
         """The final event; stores the response when asked to (the default) and it was not cut off by the client."""
-        final = self.run.finish(self.generation, self.parser)
-        self.state.count_problems(self.parser.problems)
+        reasoning = sum(parser.reasoning_tokens for parser in self.parsers)
+        usage = (self.prompt_tokens, self.output_tokens, reasoning)
+        final = self.run.finish(self.generation, self.problems, usage, self.stopped)
+        self.state.count_problems(self.problems)
         response = self.run.response
         keep = self.generation.finish not in (Finish.ERROR, Finish.CANCELLED)
         if self.req.store is not False and keep:
-            outputs = conv.output_to_history(self.parser.items, self.run.call_ids)
-            history = [conv.item_to_dict(i) for i in self.items + outputs]
+            history = [conv.item_to_dict(i) for i in self.items + self.run.history_items()]
             if not self.state.store.put(response["id"], response, history):
                 response["store"] = False
         return final
@@ -348,25 +622,19 @@ async def create_response(req: ResponsesRequest, request: Request, state: Server
     prepared = Prepared(req, state)
     if req.stream:
         return sse_response(stream_response(prepared), state.config.keepalive_seconds, prepared.client_left)
-    try:
-        async with on_disconnect(request, prepared.generation.cancel):
-            async for out in output_events(prepared.generation, prepared.parser):
-                prepared.run.feed(out)
-    finally:
-        prepared.generation.cancel()
+    async with on_disconnect(request, prepared.client_left):
+        async for _ in prepared.events():
+            pass
     prepared.conclude()
     return JSONResponse(prepared.run.response)
 
 
 async def stream_response(prepared: Prepared) -> AsyncGenerator[bytes, None]:
-    try:
-        for event in prepared.run.start():
+    for event in prepared.run.start():
+        yield frame(event, event["type"])
+    async for events in prepared.events():
+        for event in events:
             yield frame(event, event["type"])
-        async for out in output_events(prepared.generation, prepared.parser):
-            for event in prepared.run.feed(out):
-                yield frame(event, event["type"])
-    finally:
-        prepared.generation.cancel()  # no-op when finished; frees the engine if the stream was abandoned
     final = prepared.conclude()
     if not prepared.gone:
         yield frame(final, final["type"])
