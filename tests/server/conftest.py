@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -70,10 +71,14 @@ def serve(
     api_key: str | None = None,
     max_queue: int = 8,
     ready: bool = True,
+    **options: Any,
 ) -> Running:
+    """`options` are further ServerConfig fields (built-in tools, tool rounds)."""
     source = source or ScriptedSource(default=tokens(ANSWER))
     engine = Engine(source if ready else None, max_queue=max_queue)
-    config = ServerConfig(model_name=MODEL, api_key=api_key, store_path=store, today=lambda: DATE, keepalive_seconds=5)
+    config = ServerConfig(
+        model_name=MODEL, api_key=api_key, store_path=store, today=lambda: DATE, keepalive_seconds=5, **options
+    )
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(
