@@ -17,7 +17,9 @@ import httpx
 import openai
 import pytest
 
-from gptoss.cli.__main__ import main
+from gptoss.cli.__main__ import build_parser, main
+from gptoss.cli.serve import server_config
+from gptoss.tools import LocalIndex, WebFetcher
 from tests.engine.checkpoints import tiny_random_home as make_home
 
 RESPONSE_STATUSES = {"completed", "incomplete"}
@@ -148,8 +150,30 @@ def test_stored_responses_survive_a_restart(first_server: tuple[Process, Path], 
         (["--context", "0"], "--context must be positive, got 0"),
         (["--store-max-mb", "0"], "--store-max-mb must be positive, got 0"),
         (["--model", "/nonexistent/ckpt"], "/nonexistent/ckpt: no such directory"),
+        (["--max-tool-rounds", "-1"], "--max-tool-rounds must be >= 0, got -1"),
+        (["--browser-web"], "--browser-web needs --browser-dir (the search index)"),
+        (["--browser-dir", "/nonexistent/docs"], "--browser-dir /nonexistent/docs: no such directory"),
     ],
 )
 def test_bad_arguments_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_tool_options_configure_the_builtin_tools(tmp_path: Path) -> None:
+    (tmp_path / "a.md").write_text("# A\n\nalpha\n")
+    parse = build_parser().parse_args
+    plain = server_config(parse(["serve", "--store", str(tmp_path / "s")]), tmp_path)
+    assert plain.browser is None and plain.python is None and plain.max_tool_rounds == 16
+    args = parse(["serve", "--browser-dir", str(tmp_path), "--max-tool-rounds", "4"])
+    offline = server_config(args, tmp_path)
+    tool = offline.browser() if offline.browser is not None else None
+    assert tool is not None and [type(b) for b in tool.backends] == [LocalIndex]
+    assert offline.max_tool_rounds == 4 and offline.python is None
+    web = server_config(parse(["serve", "--browser-dir", str(tmp_path), "--browser-web"]), tmp_path)
+    assert web.browser is not None and [type(b) for b in web.browser().backends] == [LocalIndex, WebFetcher]
+    python = server_config(parse(["serve", "--python"]), tmp_path)
+    assert python.python is not None
+    tool_py = python.python()
+    assert python.python_unavailable == tool_py.unavailable_reason()
+    tool_py.close()

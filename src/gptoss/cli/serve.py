@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from gptoss.engine import TokenSource
     from gptoss.runtime import Model
     from gptoss.server import ServerConfig
+    from gptoss.tools import BrowserTool, PythonTool
 
     Loaded = Callable[[TokenSource | None, BaseException | None], None]
 
@@ -50,6 +51,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", type=Path, default=None, help="SQLite file for stored responses (default: user data)")
     p.add_argument("--store-max-mb", type=int, default=512, help="size bound of the response store")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    tools = p.add_argument_group("built-in tools (Responses `web_search` / `code_interpreter`)")
+    tools.add_argument("--browser-dir", type=Path, default=None, metavar="DIR",
+                       help="offer the browser over an offline index of DIR's .html/.md/.txt/.rst files")  # fmt: skip
+    tools.add_argument("--browser-web", action="store_true",
+                       help="let the browser also open http(s) pages (SSRF-guarded); needs --browser-dir")  # fmt: skip
+    tools.add_argument("--python", action="store_true", help="offer the sandboxed python tool (needs bubblewrap)")
+    tools.add_argument("--max-tool-rounds", type=int, default=16,
+                       help="built-in tool calls per response before it ends incomplete (default 16)")  # fmt: skip
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -58,6 +67,9 @@ def check_arguments(args: argparse.Namespace) -> None:
         (args.max_queue >= 0, f"--max-queue must be >= 0, got {args.max_queue}"),
         (args.context is None or args.context > 0, f"--context must be positive, got {args.context}"),
         (args.store_max_mb > 0, f"--store-max-mb must be positive, got {args.store_max_mb}"),
+        (args.max_tool_rounds >= 0, f"--max-tool-rounds must be >= 0, got {args.max_tool_rounds}"),
+        (not args.browser_web or args.browser_dir is not None, "--browser-web needs --browser-dir (the search index)"),
+        (args.browser_dir is None or args.browser_dir.is_dir(), f"--browser-dir {args.browser_dir}: no such directory"),
     ]
     for ok, message in checks:
         if not ok:
@@ -118,13 +130,48 @@ def server_config(args: argparse.Namespace, path: Path) -> ServerConfig:
     from gptoss.server import ServerConfig
     from gptoss.server.config import default_store_path
 
+    browser, python, python_unavailable = builtin_tools(args)
     return ServerConfig(
         model_name=args.served_model_name or served_name(path),
         api_key=args.api_key or None,
         default_effort=args.reasoning_effort,
         store_path=args.store or default_store_path(),
         store_max_bytes=args.store_max_mb << 20,
+        browser=browser,
+        python=python,
+        python_unavailable=python_unavailable,
+        max_tool_rounds=args.max_tool_rounds,
     )
+
+
+def builtin_tools(
+    args: argparse.Namespace,
+) -> tuple[Callable[[], BrowserTool] | None, Callable[[], PythonTool] | None, str | None]:
+    """(browser factory, python factory, why python cannot run): each response gets fresh tool instances; the
+    index and the sandbox pool are shared."""
+    from gptoss.tools import BrowserTool, LocalIndex, PythonTool, SandboxPool, WebFetcher
+
+    browser: Callable[[], BrowserTool] | None = None
+    if args.browser_dir is not None:
+        index = LocalIndex(args.browser_dir)
+        web = bool(args.browser_web)
+
+        def browser() -> BrowserTool:
+            return BrowserTool([index, WebFetcher()] if web else [index])
+
+        log.info("browser: offline index of %s%s", args.browser_dir, " and the web" if web else "")
+    python: Callable[[], PythonTool] | None = None
+    unavailable: str | None = None
+    if args.python:
+        pool = SandboxPool()
+        unavailable = pool.unavailable_reason()
+        if unavailable is not None:
+            log.warning("python tool unavailable (code_interpreter requests get 400): %s", unavailable)
+
+        def python() -> PythonTool:
+            return PythonTool(pool)
+
+    return browser, python, unavailable
 
 
 def run(args: argparse.Namespace) -> int:
