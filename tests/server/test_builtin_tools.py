@@ -226,7 +226,21 @@ def test_follow_up_after_a_tool_loop(srv: Running) -> None:
     first = post(srv, tools=[{"type": "code_interpreter"}])
     second = post(srv, input="Thanks!", previous_response_id=first["id"])
     assert second["status"] == "completed"
-    assert "<|start|>assistant<|channel|>final<|message|>It is 42.<|end|>" in _decode(srv, 2)
+    follow_up = _decode(srv, 2)
+    assert "<|start|>assistant<|channel|>final<|message|>It is 42.<|end|>" in follow_up
+    assert "to=python" not in follow_up  # an analysis-channel call is chain of thought: dropped once answered
+
+
+def test_follow_up_keeps_commentary_tool_calls_and_replies(srv: Running) -> None:
+    call = "<|channel|>commentary to=functions.python <|constrain|>json<|message|>1 + 1<|call|>"
+    srv.source.queue(tokens(call), tokens(ANSWER42))
+    first = post(srv, tools=[{"type": "code_interpreter"}])
+    post(srv, input="And again?", previous_response_id=first["id"], tools=[{"type": "code_interpreter"}])
+    follow_up = _decode(srv, 2)
+    assert "<|start|>assistant to=functions.python<|channel|>commentary<|message|>1 + 1<|call|>" in follow_up
+    assert "<|start|>functions.python to=assistant<|channel|>commentary<|message|>ran '1 + 1'\n42\n<|end|>" in (
+        follow_up
+    )
 
 
 def test_unavailable_sandbox_is_a_clear_400(tmp_path: Path) -> None:

@@ -88,7 +88,25 @@ class FunctionOutput:
     output: str
 
 
-Item = Text | Reasoning | FunctionCall | FunctionOutput
+@dataclass(frozen=True)
+class BuiltinCall:
+    """A call to a built-in tool (`browser.search`, `python`, ...) as the model wrote it."""
+
+    recipient: str
+    arguments: str
+    channel: str = "analysis"
+
+
+@dataclass(frozen=True)
+class BuiltinOutput:
+    """A built-in tool's reply, authored by the recipient the model called."""
+
+    author: str
+    output: str
+    channel: str = "analysis"
+
+
+Item = Text | Reasoning | FunctionCall | FunctionOutput | BuiltinCall | BuiltinOutput
 
 
 @dataclass(frozen=True)
@@ -178,9 +196,16 @@ def is_final_answer(item: Item) -> bool:
     return isinstance(item, Text) and item.role == "assistant" and (item.channel or "final") == "final"
 
 
+def is_chain_of_thought(item: Item) -> bool:
+    """Reasoning, and built-in tool calls and replies on the analysis channel."""
+    if isinstance(item, BuiltinCall | BuiltinOutput):
+        return item.channel == "analysis"
+    return isinstance(item, Reasoning)
+
+
 def drop_completed_reasoning(items: list[Item]) -> list[Item]:
     last_final = max((i for i, item in enumerate(items) if is_final_answer(item)), default=-1)
-    return [item for i, item in enumerate(items) if i > last_final or not isinstance(item, Reasoning)]
+    return [item for i, item in enumerate(items) if i > last_final or not is_chain_of_thought(item)]
 
 
 def call_names(items: Sequence[Item], where: str) -> dict[str, str]:
@@ -241,6 +266,12 @@ def to_message(item: Item, names: dict[str, str]) -> Message:
     if isinstance(item, FunctionCall):
         message = Message.from_role_and_content(Role.ASSISTANT, item.arguments).with_channel("commentary")
         return message.with_recipient(FUNCTIONS + item.name).with_content_type("<|constrain|>json")
+    if isinstance(item, BuiltinCall):
+        message = Message.from_role_and_content(Role.ASSISTANT, item.arguments).with_channel(item.channel)
+        return message.with_recipient(item.recipient)
+    if isinstance(item, BuiltinOutput):
+        tool = Message.from_author_and_content(Author.new(Role.TOOL, item.author), item.output)
+        return tool.with_channel(item.channel).with_recipient("assistant")
     author = Author.new(Role.TOOL, FUNCTIONS + names[item.call_id])
     return Message.from_author_and_content(author, item.output).with_channel("commentary").with_recipient("assistant")
 
@@ -477,7 +508,14 @@ class OutputParser:
 
 
 def item_to_dict(item: Item) -> dict[str, Any]:
-    kind = {Text: "text", Reasoning: "reasoning", FunctionCall: "function_call", FunctionOutput: "function_output"}
+    kind = {
+        Text: "text",
+        Reasoning: "reasoning",
+        FunctionCall: "function_call",
+        FunctionOutput: "function_output",
+        BuiltinCall: "builtin_call",
+        BuiltinOutput: "builtin_output",
+    }
     return {"kind": kind[type(item)], **item.__dict__}
 
 
@@ -488,6 +526,8 @@ def item_from_dict(data: dict[str, Any]) -> Item:
         "reasoning": Reasoning,
         "function_call": FunctionCall,
         "function_output": FunctionOutput,
+        "builtin_call": BuiltinCall,
+        "builtin_output": BuiltinOutput,
     }
     return kinds[data["kind"]](**fields)
 

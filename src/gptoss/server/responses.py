@@ -232,6 +232,7 @@ class ResponseRun:
         self.raw: dict[int, str] = {}  # message text as generated (citations not yet resolved)
         self.shown: dict[int, str] = {}  # message text streamed so far (citations resolved)
         self.pending: set[int] = set()  # built-in calls whose tool has not run yet
+        self.steps: dict[int, ToolStep] = {}  # built-in calls that ran
 
     def event(self, kind: str, **fields: Any) -> dict[str, Any]:
         event = {"type": kind, "sequence_number": self.sequence, **fields}
@@ -390,6 +391,7 @@ class ResponseRun:
         tool = self.kinds[index]
         assert tool is not None
         self.pending.discard(index)
+        self.steps[index] = step
         body = call_item(tool, self.item_ids[index], "completed", self.items[index])
         if tool == "browser":
             body["action"] = step.action
@@ -415,9 +417,24 @@ class ResponseRun:
         return [e for i in sorted(self.pending - {keep}) for e in self.abandon(i)]
 
     def history_items(self) -> list[conv.Item]:
-        """The output as input items of a follow-up request (built-in calls are left out)."""
-        own = [i for i, kind in enumerate(self.kinds) if kind is None]
-        return conv.output_to_history([self.items[i] for i in own], [self.call_ids[i] for i in own])
+        """The output as input items of a follow-up request; built-in calls that ran come with their replies."""
+        history: list[conv.Item] = []
+        for i, item in enumerate(self.items):
+            step = self.steps.get(i)
+            if self.kinds[i] is None:
+                history += conv.output_to_history([item], [self.call_ids[i]])
+            elif step is not None:
+                call = call_message(item)
+                history.append(conv.BuiltinCall(call.recipient or "", item.text, item.channel or "analysis"))
+                history += [
+                    conv.BuiltinOutput(
+                        m.author.name or call.recipient or "",
+                        conv.message_text(m),
+                        m.channel or call.channel or "analysis",
+                    )
+                    for m in step.messages
+                ]
+        return history
 
     def finish(
         self,
