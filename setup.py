@@ -2,7 +2,7 @@
 
 Metadata lives in pyproject.toml; this file only adds the extension. The build is optional: when the compiler is
 missing or fails, installation still succeeds and gptoss runs on the plain-torch reference ops (ops/__init__.py
-says so once on stderr). OpenMP is used when the compiler supports it; otherwise the kernels run single-threaded.
+says so once on stderr). The kernels use pthreads; without them they still build, single-threaded.
 Set GPTOSS_BUILD_NATIVE=0 to skip the extension on purpose.
 """
 
@@ -16,7 +16,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 SRC = Path("src/gptoss/ops/native_src")
-SOURCES = [str(SRC / f) for f in ("module.c", "moe.c", "kernels_scalar.c", "kernels_avx2.c")]
+SOURCES = [str(SRC / f) for f in ("module.c", "moe.c", "pool.c", "kernels_scalar.c", "kernels_avx2.c")]
 
 
 def _say(msg: str) -> None:
@@ -24,7 +24,7 @@ def _say(msg: str) -> None:
 
 
 class OptionalBuildExt(build_ext):
-    """build_ext that tries -fopenmp, then no OpenMP, then gives up without failing the install."""
+    """build_ext that tries with pthreads, then without threads, then gives up without failing the install."""
 
     failed = False
 
@@ -39,7 +39,9 @@ class OptionalBuildExt(build_ext):
         unix = self.compiler.compiler_type == "unix"
         # -fno-wrapv undoes Python's default -fwrapv, with which gcc keeps the GEMM accumulators on the stack.
         base = ["-O3", "-fno-wrapv", "-fvisibility=hidden", "-Wall"] if unix else ["/O2"]
-        attempts = [(["-fopenmp"], ["-fopenmp"]), ([], [])] if unix else [(["/openmp"], []), ([], [])]
+        attempts = [(["-pthread"], ["-pthread"]), (["-DGPTOSS_NO_THREADS"], [])]
+        if not unix:
+            attempts = [(["-DGPTOSS_NO_THREADS"], [])]
         err: Exception | None = None
         for cflags, ldflags in attempts:
             ext.extra_compile_args = base + cflags
@@ -50,8 +52,8 @@ class OptionalBuildExt(build_ext):
                 err = e
                 self.force = True  # rebuild every object on the next attempt
                 continue
-            if not cflags:
-                _say("built the native kernels without OpenMP: they will run single-threaded")
+            if "-DGPTOSS_NO_THREADS" in cflags:
+                _say("built the native kernels without threads: they will run single-threaded")
             return
         self.failed = True
         _say(f"could not build the native MXFP4 kernels ({err}); gptoss will use the reference ops")
@@ -63,7 +65,7 @@ if os.environ.get("GPTOSS_BUILD_NATIVE", "1") != "0":
         Extension(
             "gptoss.ops.native_ext",
             sources=SOURCES,
-            depends=[str(SRC / "moe.h")],
+            depends=[str(SRC / "moe.h"), str(SRC / "pool.h")],
             include_dirs=[str(SRC)],
         )
     )

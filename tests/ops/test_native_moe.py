@@ -18,6 +18,7 @@ Tolerances, relative to the output magnitude M = max |ref| (ref computed in fp32
 from __future__ import annotations
 
 import math
+import os
 import threading
 import warnings
 from collections.abc import Iterator
@@ -305,3 +306,43 @@ def test_releases_the_gil() -> None:
         spins += 1
     t.join()
     assert spins > 10_000
+
+
+def test_concurrent_calls_from_python_threads() -> None:
+    # The GIL is released, so two Python threads can be inside the kernels at once; the second one finds the
+    # thread pool busy and runs its call alone. Both must get the right answer.
+    torch.set_num_threads(2)
+    cases = [make_case(8, 4, 40, 96, 64, seed=s) for s in (20, 21)]
+    expected = [native.moe_experts(x, idx, w, *weights, LIMIT) for x, idx, w, weights in cases]
+    got: dict[int, list[torch.Tensor]] = {0: [], 1: []}
+
+    def work(i: int) -> None:
+        x, idx, w, weights = cases[i]
+        for _ in range(20):
+            got[i].append(native.moe_experts(x, idx, w, *weights, LIMIT))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in (0, 1):
+        assert len(got[i]) == 20 and all(torch.equal(o, expected[i]) for o in got[i])
+
+
+def test_works_in_a_forked_child() -> None:
+    # After fork() only the forking thread exists; the pool must not wait for helpers that are gone.
+    torch.set_num_threads(2)
+    x, idx, w, weights = make_case(8, 4, 40, 96, 64, seed=22)
+    expected = native.moe_experts(x, idx, w, *weights, LIMIT)  # starts the helpers in this process
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: compute, report, exit without running pytest's teardown
+        ok = torch.equal(native.moe_experts(x, idx, w, *weights, LIMIT), expected)
+        os.write(write_fd, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as f:
+        answer = f.read()
+    os.waitpid(pid, 0)
+    assert answer == b"1"

@@ -5,6 +5,7 @@
 #include <Python.h>
 
 #include "moe.h"
+#include "pool.h"
 
 static PyObject *py_moe(PyObject *self, PyObject *args) {
     (void)self;
@@ -51,15 +52,15 @@ static PyObject *py_cpu_has_avx2(PyObject *self, PyObject *noargs) {
     return PyBool_FromLong(gptoss_cpu_has_avx2());
 }
 
-static PyObject *py_has_openmp(PyObject *self, PyObject *noargs) {
+static PyObject *py_threaded(PyObject *self, PyObject *noargs) {
     (void)self, (void)noargs;
-    return PyBool_FromLong(gptoss_has_openmp());
+    return PyBool_FromLong(gptoss_pool_threaded());
 }
 
 static PyMethodDef methods[] = {
     {"moe", py_moe, METH_VARARGS, "moe(pointers..., sizes..., flags...) -> None; see ops/native.py"},
     {"cpu_has_avx2", py_cpu_has_avx2, METH_NOARGS, "True when the CPU has AVX2 and FMA and the AVX2 kernels are built"},
-    {"has_openmp", py_has_openmp, METH_NOARGS, "True when the library was built with OpenMP (multi-threaded)"},
+    {"threaded", py_threaded, METH_NOARGS, "True when built with threads (else the kernels run on the caller only)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,14 +1,16 @@
 /* The MoE expert layer on packed MXFP4 weights: routing bookkeeping, the two matmul phases and their fused
- * epilogues. ISA-specific work lives in the gemv/gemm kernels (kernels_*.c); everything here is plain C.
+ * epilogues. ISA-specific work lives in the gemv/gemm kernels (kernels_*.c), threading in pool.c.
  *
  * Plan for one call:
  *  0. Sort the (token, slot) pairs by expert (counting sort, stable) and gather each expert's tokens as fp32 in
  *     block-permuted order. An expert with fewer than gemm_min_tokens tokens takes the GEMV path (activations
  *     token-major, weights decoded in registers straight from the packed bytes); otherwise the GEMM path
  *     (activations in panels of 24 tokens, weights decoded once per K slice into fp32 and reused by every token).
- *  1. mlp1 + bias + clamped SwiGLU for every (expert, 64-row chunk), dynamically scheduled across threads. Rows come
- *     in (gate, linear) pairs, so a chunk's epilogue writes finished SwiGLU activations, already in the permuted
- *     layout the expert's mlp2 pass reads. mlp1's (T, 2I) output is never materialised.
+ *     Small gathers (decode) run on the caller before the threads start; large ones are pool phase 0.
+ *  1. mlp1 + bias + clamped SwiGLU for every (expert, 64-row chunk). Rows come in (gate, linear) pairs, so a
+ *     chunk's epilogue writes 32 finished SwiGLU activations = one whole 32-block of mlp2's input, already in the
+ *     layout the expert's mlp2 pass reads (and, for the int16 GEMV, quantised). mlp1's (T, 2I) output is never
+ *     materialised.
  *  2. mlp2 + bias, times the router weight, accumulated into out, per 32-row chunk of H. One work item owns its
  *     rows of `out` for every expert (experts in ascending order, like the reference), so there are no races and the
  *     result does not depend on the thread count.
@@ -19,10 +21,7 @@
 #include <string.h>
 
 #include "moe.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "pool.h"
 
 #define RC1 64 /* mlp1 rows per work item (2I is a multiple of 64) */
 #define RC2 32 /* mlp2 rows per work item (H is a multiple of 32) */
@@ -48,13 +47,6 @@ int gptoss_cpu_has_avx2(void) {
 #endif
 }
 
-int gptoss_has_openmp(void) {
-#ifdef _OPENMP
-    return 1;
-#else
-    return 0;
-#endif
-}
 
 typedef struct {
     int e;        /* expert id */
@@ -62,8 +54,8 @@ typedef struct {
     int npad;     /* GEMM: n rounded up to 8 (panel width granularity); GEMV: n */
     int gemm;     /* path */
     int q16;      /* GEMV on int16 activations allowed (bf16 models with an ISA that has the q16 kernel) */
-    int q16x;     /* ... and used for mlp1 (x quantised fine) */
-    int q16a;     /* ... and used for mlp2 (SwiGLU outputs quantised fine) */
+    int q16x;     /* ... and used for mlp1 (every block of x was in the quantiser's range) */
+    int a_unfit;  /* set (atomically) by any mlp1 chunk whose SwiGLU block was out of range: mlp2 uses fp32 */
     size_t pair0; /* first of its pairs in the sorted pair list */
     size_t xoff;  /* its activations in xbuf (npad * H floats) and, for q16 GEMV, qbuf (n * H int16) */
     size_t aoff;  /* its SwiGLU outputs in abuf (npad * I floats) and, for q16 GEMV, qbuf (n * I int16) */
@@ -101,29 +93,24 @@ static inline slot result_slot(const expert_plan *pl, int j, int nrows) {
     return (slot){(size_t)p * GPTOSS_PANEL * nrows + (size_t)w, (size_t)(rem < GPTOSS_PANEL ? rem : GPTOSS_PANEL)};
 }
 
-/* One fp32 row of K values (block-permuted) -> int16 in the q16 layout + per-block scales (xs4: each repeated 4x).
- * Round to nearest on a 32767-step grid over the block's max |x|: error <= max|x_block| / 65534 per element.
- * Returns 0 (use the fp32 kernel instead) when a block's max is non-finite, or nonzero but outside [2^-100, 2^100]:
- * there the block scale would be subnormal or the int-to-float products could overflow. */
-static int quantize_q16(const float *x, size_t K, int16_t *xq, float *xs4) {
-    const size_t G = K / GPTOSS_BLOCK;
-    for (size_t g = 0; g < G; g++) {
-        const float *xb = x + g * GPTOSS_BLOCK;
-        float amax = 0.0f;
-        for (int e = 0; e < GPTOSS_BLOCK; e++) {
-            const float a = fabsf(xb[e]);
-            if (!(a <= FLT_MAX)) return 0; /* inf or NaN */
-            amax = a > amax ? a : amax;
-        }
-        if (amax != 0.0f && (amax < 0x1p-100f || amax > 0x1p100f)) return 0;
-        const float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
-        const float xs = amax / 32767.0f;
-        for (int i = 0; i < 4; i++) xs4[4 * g + (size_t)i] = xs;
-        for (int e = 0; e < GPTOSS_BLOCK; e++) {
-            float q = nearbyintf(xb[gptoss_perm(e)] * inv);
-            q = q > 32767.0f ? 32767.0f : (q < -32767.0f ? -32767.0f : q);
-            xq[gptoss_q16_index(G, g, e)] = (int16_t)q;
-        }
+/* One 32-block (fp32, block-permuted order) -> int16 at its place in the q16 layout of a row with G blocks, plus
+ * its scale (xs4: repeated 4x). Round to nearest on a 32767-step grid over the block's max |x|: error
+ * <= max|x_block| / 65534 per element. Returns 0 (use the fp32 kernel instead) when the block's max is non-finite,
+ * or nonzero but outside [2^-100, 2^100]: there the scale would be subnormal or int-to-float products overflow. */
+static int quantize_block(const float *xb, size_t G, size_t g, int16_t *xq, float *xs4) {
+    float amax = 0.0f;
+    for (int e = 0; e < GPTOSS_BLOCK; e++) {
+        const float a = fabsf(xb[e]); /* the max does not care about the order */
+        if (!(a <= FLT_MAX)) return 0; /* inf or NaN */
+        amax = a > amax ? a : amax;
+    }
+    if (amax != 0.0f && (amax < 0x1p-100f || amax > 0x1p100f)) return 0;
+    const float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
+    for (int i = 0; i < 4; i++) xs4[4 * g + (size_t)i] = amax / 32767.0f;
+    for (int e = 0; e < GPTOSS_BLOCK; e++) {
+        float q = nearbyintf(xb[gptoss_perm(e)] * inv);
+        q = q > 32767.0f ? 32767.0f : (q < -32767.0f ? -32767.0f : q);
+        xq[gptoss_q16_index(G, g, e)] = (int16_t)q;
     }
     return 1;
 }
@@ -153,18 +140,8 @@ static gptoss_gemv_act gemv_act(const expert_plan *pl, const act_buf *b, size_t 
     return g;
 }
 
-/* Quantises a GEMV expert's rows for the q16 kernel; 0 when not allowed or when a row is out of its range. */
-static int quantize_expert(const expert_plan *pl, const act_buf *b, size_t off, size_t K) {
-    if (!pl->q16) return 0;
-    for (int j = 0; j < pl->n; j++) {
-        const size_t o = off + (size_t)j * K;
-        if (!quantize_q16(b->f + o, K, b->q + o, b->s + o / 8)) return 0;
-    }
-    return 1;
-}
-
 static void gather_tokens(const gptoss_moe_args *a, expert_plan *pl, const int64_t *tok, const act_buf *xb) {
-    const size_t H = (size_t)a->H;
+    const size_t H = (size_t)a->H, G = H / GPTOSS_BLOCK;
     float *dst = xb->f + pl->xoff;
     /* GEMM panels are computed over all npad columns: the padding tokens are zeros. */
     for (int j = 0; j < pl->npad; j++) {
@@ -176,10 +153,16 @@ static void gather_tokens(const gptoss_moe_args *a, expert_plan *pl, const int64
         const size_t t = (size_t)tok[pl->pair0 + j];
         for (size_t h = 0; h < H; h++) dst[s.base + permuted(h) * s.stride] = load_val(a->x, t * H + h, a->x_bf16);
     }
-    pl->q16x = quantize_expert(pl, xb, pl->xoff, H);
+    int fit = pl->q16;
+    for (int j = 0; fit && j < pl->n; j++) {
+        const size_t o = pl->xoff + (size_t)j * H;
+        for (size_t g = 0; fit && g < G; g++)
+            fit = quantize_block(xb->f + o + g * GPTOSS_BLOCK, G, g, xb->q + o, xb->s + o / 8);
+    }
+    pl->q16x = fit;
 }
 
-static void mlp1_item(const gptoss_moe_args *a, const gptoss_kernels *kern, const expert_plan *pl, int r0,
+static void mlp1_item(const gptoss_moe_args *a, const gptoss_kernels *kern, expert_plan *pl, int r0,
                       const act_buf *xb, const act_buf *ab, float *res, float *wd) {
     const size_t H = (size_t)a->H, I = (size_t)a->I, I2 = 2 * I, G = H / GPTOSS_BLOCK;
     const size_t row = (size_t)pl->e * I2 + (size_t)r0;
@@ -191,18 +174,24 @@ static void mlp1_item(const gptoss_moe_args *a, const gptoss_kernels *kern, cons
         const gptoss_gemv_act x = gemv_act(pl, xb, pl->xoff);
         (pl->q16x ? kern->gemv_q16 : kern->gemv)(blocks, scales, (int)G, RC1, &x, res);
     }
-    /* Epilogue: + bias, SwiGLU of each (gate, linear) row pair, written as mlp2's input feature r0/2 + i. */
-    float bias[RC1];
-    size_t dpos[RC1 / 2];
+    /* Epilogue: + bias, SwiGLU of each (gate, linear) row pair. The 32 results per token are features
+     * r0/2 .. r0/2+31 = block g of mlp2's input, written in permuted order (and quantised for the int16 GEMV). */
+    float bias[RC1], blk[GPTOSS_BLOCK];
     for (int r = 0; r < RC1; r++) bias[r] = load_val(a->b1, row + (size_t)r, a->b1_bf16);
-    for (int i = 0; i < RC1 / 2; i++) dpos[i] = permuted((size_t)r0 / 2 + (size_t)i);
+    const size_t g = (size_t)r0 / RC1, GI = I / GPTOSS_BLOCK;
     float *dst = ab->f + pl->aoff;
     for (int j = 0; j < pl->n; j++) {
         const slot rs = result_slot(pl, j, RC1), ds = act_slot(pl, j, I);
         for (int i = 0; i < RC1 / 2; i++) {
-            const float g = res[rs.base + (size_t)(2 * i) * rs.stride] + bias[2 * i];
-            const float l = res[rs.base + (size_t)(2 * i + 1) * rs.stride] + bias[2 * i + 1];
-            dst[ds.base + dpos[i] * ds.stride] = swiglu(g, l, a->swiglu_limit);
+            const float gate = res[rs.base + (size_t)(2 * i) * rs.stride] + bias[2 * i];
+            const float lin = res[rs.base + (size_t)(2 * i + 1) * rs.stride] + bias[2 * i + 1];
+            blk[gptoss_perm(i)] = swiglu(gate, lin, a->swiglu_limit);
+        }
+        for (size_t q = 0; q < GPTOSS_BLOCK; q++) dst[ds.base + (g * GPTOSS_BLOCK + q) * ds.stride] = blk[q];
+        if (pl->q16) {
+            const size_t o = pl->aoff + (size_t)j * I;
+            if (!quantize_block(blk, GI, g, ab->q + o, ab->s + o / 8))
+                __atomic_store_n(&pl->a_unfit, 1, __ATOMIC_RELAXED);
         }
     }
 }
@@ -219,7 +208,8 @@ static void mlp2_item(const gptoss_moe_args *a, const gptoss_kernels *kern, cons
             kern->gemm(blocks, scales, (int)G, RC2, ab->f + pl->aoff, pl->npad, res, wd);
         } else {
             const gptoss_gemv_act act = gemv_act(pl, ab, pl->aoff);
-            (pl->q16a ? kern->gemv_q16 : kern->gemv)(blocks, scales, (int)G, RC2, &act, res);
+            const int q16 = pl->q16 && !__atomic_load_n(&pl->a_unfit, __ATOMIC_RELAXED);
+            (q16 ? kern->gemv_q16 : kern->gemv)(blocks, scales, (int)G, RC2, &act, res);
         }
         /* Epilogue: + bias, times the router weight, into the token's output row (this item owns these columns). */
         float bias[RC2];
@@ -230,6 +220,33 @@ static void mlp2_item(const gptoss_moe_args *a, const gptoss_kernels *kern, cons
             const float w = wgt[pl->pair0 + j];
             for (int r = 0; r < RC2; r++) o[r] += (res[rs.base + (size_t)r * rs.stride] + bias[r]) * w;
         }
+    }
+}
+
+typedef struct {
+    const gptoss_moe_args *a;
+    const gptoss_kernels *kern;
+    expert_plan *plans;
+    int nplans, chunks1, gather_phase;
+    const int64_t *tok;
+    const float *wgt;
+    act_buf xb, ab;
+    float *scratch;
+    size_t res_fl, per_worker;
+} job;
+
+static void run_item(void *ctx, int phase, int item, int worker) {
+    const job *jb = ctx;
+    float *res = jb->scratch + (size_t)worker * jb->per_worker, *wd = res + jb->res_fl;
+    switch (phase + !jb->gather_phase) { /* without a gather phase, pool phase 0 is mlp1 */
+        case 0: gather_tokens(jb->a, &jb->plans[item], jb->tok, &jb->xb); break;
+        case 1:
+            mlp1_item(jb->a, jb->kern, &jb->plans[item / jb->chunks1], (item % jb->chunks1) * RC1, &jb->xb, &jb->ab,
+                      res, wd);
+            break;
+        default:
+            mlp2_item(jb->a, jb->kern, jb->plans, jb->nplans, item * RC2, jb->tok, jb->wgt, &jb->ab, res, wd);
+            break;
     }
 }
 
@@ -274,7 +291,7 @@ int gptoss_moe(const gptoss_moe_args *a) {
         pl->gemm = (int)n >= a->gemm_min_tokens;
         pl->npad = pl->gemm ? (int)((n + 7) & ~(size_t)7) : (int)n;
         pl->q16 = !pl->gemm && a->x_bf16 && kern->gemv_q16 != NULL;
-        pl->q16x = pl->q16a = 0;
+        pl->q16x = pl->a_unfit = 0;
         pl->pair0 = count[e];
         pl->xoff = xfl;
         pl->aoff = afl;
@@ -289,15 +306,12 @@ int gptoss_moe(const gptoss_moe_args *a) {
         wgt[dst] = a->expert_w[i];
     }
 
-    int nt = 1;
-#ifdef _OPENMP
-    nt = a->nthreads > 0 ? a->nthreads : omp_get_max_threads();
-#endif
+    const int nt = a->nthreads > 0 ? a->nthreads : 1;
     const size_t res_fl = (size_t)RC1 * maxpad, wd_fl = (size_t)RC1 * GPTOSS_KC;
-    const size_t per_thread = (res_fl + wd_fl + 15) & ~(size_t)15;
+    const size_t per_worker = (res_fl + wd_fl + 15) & ~(size_t)15;
     xb.f = alloc_aligned(xfl * sizeof(float));
     ab.f = alloc_aligned(afl * sizeof(float));
-    scratch = alloc_aligned((size_t)nt * per_thread * sizeof(float));
+    scratch = alloc_aligned((size_t)nt * per_worker * sizeof(float));
     if (!xb.f || !ab.f || !scratch) goto done;
     if (any_q16) {
         /* Same offsets as the fp32 buffers; the parts that belong to GEMM experts are never touched (or paged in). */
@@ -308,35 +322,13 @@ int gptoss_moe(const gptoss_moe_args *a) {
         if (!xb.q || !xb.s || !ab.q || !ab.s) goto done;
     }
 
-    const int chunks1 = (int)(2 * I / RC1), items1 = nplans * chunks1, items2 = (int)(H / RC2);
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt)
-#endif
-    {
-        int tid = 0;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-#endif
-        float *res = scratch + (size_t)tid * per_thread;
-        float *wd = res + res_fl;
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
+    job jb = {a, kern, plans, nplans, (int)(2 * I / RC1), 0, tok, wgt, xb, ab, scratch, res_fl, per_worker};
+    /* A decode step's gather is a few thousand values: not worth a phase (a wait for every thread). */
+    jb.gather_phase = xfl > (1u << 16);
+    if (!jb.gather_phase)
         for (int x = 0; x < nplans; x++) gather_tokens(a, &plans[x], tok, &xb);
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-        for (int it = 0; it < items1; it++)
-            mlp1_item(a, kern, &plans[it / chunks1], (it % chunks1) * RC1, &xb, &ab, res, wd);
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-        for (int x = 0; x < nplans; x++) plans[x].q16a = quantize_expert(&plans[x], &ab, plans[x].aoff, I);
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-        for (int it = 0; it < items2; it++) mlp2_item(a, kern, plans, nplans, it * RC2, tok, wgt, &ab, res, wd);
-    }
+    const int items[3] = {nplans, nplans * jb.chunks1, (int)(H / RC2)};
+    gptoss_pool_run(nt, 2 + jb.gather_phase, items + !jb.gather_phase, run_item, &jb);
     rc = GPTOSS_OK;
 done:
     free(count);

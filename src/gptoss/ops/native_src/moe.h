@@ -97,7 +97,6 @@ enum { GPTOSS_OK = 0, GPTOSS_EBADIDX = 1, GPTOSS_ENOMEM = 2, GPTOSS_EISA = 3, GP
 
 int gptoss_moe(const gptoss_moe_args *a);
 int gptoss_cpu_has_avx2(void);
-int gptoss_has_openmp(void);
 void gptoss_init_tables(void);
 
 #endif
