@@ -62,19 +62,17 @@ def _isa() -> int:
     return ISA_AVX2
 
 
-def _float_flag(t: torch.Tensor, name: str) -> int:
-    if t.dtype not in (torch.float32, torch.bfloat16):
-        raise TypeError(f"{name} must be float32 or bfloat16, got {t.dtype}")
-    return int(t.dtype == torch.bfloat16)
-
-
-def _packed(t: torch.Tensor, shape: tuple[int, ...], name: str) -> torch.Tensor:
-    if t.dtype != torch.uint8 or tuple(t.shape) != shape:
+def _packed(t: torch.Tensor, shape: tuple[int, ...], name: str) -> None:
+    if t.dtype != torch.uint8 or t.shape != shape:
         raise ValueError(f"{name}: expected uint8 {shape}, got {t.dtype} {tuple(t.shape)}")
     if not t.is_contiguous() or t.device.type != "cpu":
         # Copying would duplicate a whole layer's experts (GBs); the loader hands out contiguous CPU views.
         raise ValueError(f"{name} must be a contiguous CPU tensor (the native kernels never copy expert weights)")
-    return t
+
+
+def _fp32_or_bf16(t: torch.Tensor) -> torch.Tensor:
+    """The kernels read fp32 or bf16; anything else (fp16 models) is widened, which is exact."""
+    return (t if t.dtype in (torch.float32, torch.bfloat16) else t.float()).contiguous()
 
 
 def moe_experts(
@@ -97,28 +95,33 @@ def moe_experts(
     k = expert_idx.shape[1]
     if H % BLOCK or I % BLOCK or I2 % 2:
         raise ValueError(f"H={H} and I={I} must be multiples of {BLOCK}")
-    b1 = _packed(mlp1_blocks, (E, I2, H // BLOCK, BLOCK // 2), "mlp1_blocks")
-    s1 = _packed(mlp1_scales, (E, I2, H // BLOCK), "mlp1_scales")
-    b2 = _packed(mlp2_blocks, (E, H, I // BLOCK, BLOCK // 2), "mlp2_blocks")
-    s2 = _packed(mlp2_scales, (E, H, I // BLOCK), "mlp2_scales")
-    if tuple(expert_idx.shape) != (T, k) or tuple(expert_weights.shape) != (T, k):
+    _packed(mlp1_blocks, (E, I2, H // BLOCK, BLOCK // 2), "mlp1_blocks")
+    _packed(mlp1_scales, (E, I2, H // BLOCK), "mlp1_scales")
+    _packed(mlp2_blocks, (E, H, I // BLOCK, BLOCK // 2), "mlp2_blocks")
+    _packed(mlp2_scales, (E, H, I // BLOCK), "mlp2_scales")
+    if expert_idx.shape != (T, k) or expert_weights.shape != (T, k):
         raise ValueError(f"expert_idx {tuple(expert_idx.shape)} / expert_weights {tuple(expert_weights.shape)}")
-    if tuple(mlp1_bias.shape) != (E, I2) or tuple(mlp2_bias.shape) != (E, H):
+    if mlp1_bias.shape != (E, I2) or mlp2_bias.shape != (E, H):
         raise ValueError(f"mlp1_bias {tuple(mlp1_bias.shape)} / mlp2_bias {tuple(mlp2_bias.shape)}")
-    xc = x.contiguous() if x.dtype in (torch.float32, torch.bfloat16) else x.float().contiguous()
-    bias1, bias2 = mlp1_bias.contiguous(), mlp2_bias.contiguous()
+    xc, b1, b2 = _fp32_or_bf16(x), _fp32_or_bf16(mlp1_bias), _fp32_or_bf16(mlp2_bias)
     idx = expert_idx.to(torch.int64).contiguous()
     w = expert_weights.to(torch.float32).contiguous()
     out = torch.empty(T, H, dtype=torch.float32)
-    flags = (_float_flag(xc, "x"), _float_flag(bias1, "mlp1_bias"), _float_flag(bias2, "mlp2_bias"))
-    common = (b1.data_ptr(), s1.data_ptr(), bias1.data_ptr(), b2.data_ptr(), s2.data_ptr(), bias2.data_ptr())
+    x_bf16 = xc.dtype == torch.bfloat16
     isa = _isa()
-    gemm_min = GEMM_MIN_TOKENS or (14 if flags[0] and isa == ISA_AVX2 else 6)
+    gemm_min = GEMM_MIN_TOKENS or (14 if x_bf16 and isa == ISA_AVX2 else 6)
+    weights = (
+        mlp1_blocks.data_ptr(), mlp1_scales.data_ptr(), b1.data_ptr(),
+        mlp2_blocks.data_ptr(), mlp2_scales.data_ptr(), b2.data_ptr(),
+    )  # fmt: skip
+    flags = (x_bf16, b1.dtype == torch.bfloat16, b2.dtype == torch.bfloat16)
     tail = (float(swiglu_limit), isa, torch.get_num_threads(), gemm_min)
+    px, pi, pw, po = xc.data_ptr(), idx.data_ptr(), w.data_ptr(), out.data_ptr()
+    xrow = H * xc.element_size()
     for t0 in range(0, T, MAX_TOKENS_PER_CALL):
         n = min(MAX_TOKENS_PER_CALL, T - t0)
         _ext.moe(
-            xc[t0].data_ptr(), idx[t0].data_ptr(), w[t0].data_ptr(), *common, out[t0].data_ptr(),
+            px + t0 * xrow, pi + t0 * k * 8, pw + t0 * k * 4, *weights, po + t0 * H * 4,
             n, k, E, H, I, *flags, *tail,
         )  # fmt: skip
     return out if x.dtype == torch.float32 else out.to(x.dtype)
