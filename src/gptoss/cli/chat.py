@@ -2,7 +2,9 @@
 
 Reasoning streams dimmed and collapses to one line when the answer starts (`/reasoning` shows it again); the answer
 is rendered as Markdown. Function tools declared with `--functions FILE.json` are answered by the user: when the
-model calls one, the chat asks for its result and lets the model continue. `--raw` shows the harmony tokens instead.
+model calls one, the chat asks for its result and lets the model continue. Built-in tools (`--browser DIR`,
+`--python`) run inside the loop: the call and a short result are shown dimmed and the model goes on. `--raw` shows
+the harmony tokens instead.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from gptoss.engine import TokenSource
     from gptoss.harmony import HarmonyEncoding
     from gptoss.server import conversation as conv
+    from gptoss.tools import BuiltinTools, ToolStep
 
 HELP = "chat with a checkpoint in the terminal (reasoning shown dimmed, function calls answered by you)"
 COMMANDS_HELP = "/reasoning shows the last reasoning, /clear starts over, /quit (or Ctrl-D) leaves"
@@ -37,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--max-tokens", type=int, default=None, help="per model turn (default: the rest of the context)")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--browser", type=Path, default=None, metavar="DIR",
+                   help="enable the browser tool over an offline index of DIR's documents")  # fmt: skip
+    p.add_argument("--python", action="store_true", help="enable the sandboxed python tool (needs bubblewrap)")
 
 
 def read_functions(path: Path | None) -> tuple[conv.FunctionTool, ...]:
@@ -70,6 +76,22 @@ class ChatOptions:
     temperature: float = 1.0
     max_tokens: int | None = None
     seed: int | None = None
+    builtin: BuiltinTools | None = None  # built-in tools run in the loop (None: none)
+
+
+SHOWN_RESULT = 300  # characters of a tool's result shown in the chat
+
+
+def tool_summary(step: ToolStep) -> str:
+    """A short dimmed line for an executed built-in tool call: the call, then the start of its result."""
+    if step.tool == "python":
+        call = "python: " + " ⏎ ".join(line for line in str(step.arguments.get("code", "")).splitlines() if line)
+    else:
+        call = f"browser.{step.function}({', '.join(f'{k}={v!r}' for k, v in step.arguments.items())})"
+    result = " ".join(step.output.split())
+    if len(result) > SHOWN_RESULT:
+        result = result[:SHOWN_RESULT] + "…"
+    return f"⚙ {call}\n  ↳ {result}"
 
 
 @dataclass
@@ -151,6 +173,8 @@ class ChatSession:
             self.console.print(self.last_reasoning or "(no reasoning yet)", style="dim italic", markup=False)
         elif text == "/clear":
             self.items = []
+            if self.options.builtin is not None:
+                self.options.builtin.reset_python()
             self.console.print("[dim](conversation cleared)[/]")
         else:
             self.console.print(f"[red]unknown command {text!r}[/]: {COMMANDS_HELP}")
@@ -170,18 +194,47 @@ class ChatSession:
             self.console.print(f"[red]error: {e}[/]")
 
     def model_turn(self) -> bool:
-        """Generates once; answers the function calls it made. True when the model should go on."""
+        """Generates once; runs the built-in tool call it ended on, or asks for the results of the function calls
+        it made. True when the model should go on."""
         from gptoss.server import conversation as conv
+        from gptoss.server.builtin import builtin_kind
 
         outputs = self.generate()
-        call_ids = [self.new_call_id() if o.kind is conv.ItemKind.FUNCTION_CALL else None for o in outputs]
-        self.items += conv.output_to_history(outputs, call_ids)
         self.last_reasoning = "\n".join(o.text for o in outputs if o.kind is conv.ItemKind.REASONING)
-        for output, call_id in zip(outputs, call_ids, strict=True):
-            if call_id is not None:
-                answer = self.ask(f"result of {output.name}> ")
-                self.items.append(conv.FunctionOutput(call_id, answer))
-        return any(call_ids)
+        builtin = self.options.builtin
+        ran = False
+        for i, output in enumerate(outputs):
+            if builtin_kind(builtin, output) is None:
+                call_id = self.new_call_id() if output.kind is conv.ItemKind.FUNCTION_CALL else None
+                self.items += conv.output_to_history([output], [call_id])
+                if call_id is not None:
+                    answer = self.ask(f"result of {output.name}> ")
+                    self.items.append(conv.FunctionOutput(call_id, answer))
+                    ran = True
+            elif i == len(outputs) - 1 and not output.truncated:
+                assert builtin is not None
+                self.run_builtin(builtin, output)
+                ran = True
+            else:
+                self.console.print(f"[yellow]note: the call to {output.recipient} was not run (cut off)[/]")
+        return ran
+
+    def run_builtin(self, builtin: BuiltinTools, output: conv.OutputItem) -> None:
+        """Run a built-in tool call, show it dimmed, and add the call and the tool's reply to the conversation."""
+        from rich.text import Text
+
+        from gptoss.server import conversation as conv
+        from gptoss.server.builtin import call_message
+
+        message = call_message(output)
+        step = builtin.run_sync(message)
+        self.console.print(Text(tool_summary(step), style="dim"))
+        channel = output.channel or "analysis"
+        self.items.append(conv.BuiltinCall(message.recipient or "", output.text, channel))
+        self.items += [
+            conv.BuiltinOutput(m.author.name or message.recipient or "", conv.message_text(m), m.channel or channel)
+            for m in step.messages
+        ]
 
     def new_call_id(self) -> str:
         self.calls_made += 1
@@ -192,10 +245,14 @@ class ChatSession:
         from gptoss.server.responses import EFFORTS as EFFORT_VALUES
 
         o = self.options
-        return PromptSpec(tuple(self.items), o.developer, o.tools, effort=EFFORT_VALUES[o.effort], date=today())
+        builtin = tuple(o.builtin.namespaces()) if o.builtin is not None else ()
+        return PromptSpec(
+            tuple(self.items), o.developer, o.tools, effort=EFFORT_VALUES[o.effort], date=today(), builtin=builtin
+        )
 
     def generate(self) -> list[conv.OutputItem]:
         from gptoss.sampling import SamplingParams
+        from gptoss.server.builtin import declared_names
         from gptoss.server.conversation import OutputParser, render_prompt
 
         prompt = render_prompt(self.spec(), self.encoding)
@@ -203,7 +260,7 @@ class ChatSession:
         o = self.options
         params = SamplingParams(temperature=o.temperature, seed=o.seed, max_tokens=o.max_tokens, stop_tokens=stops)
         steps = self.source.generate(prompt.tokens, params)
-        parser = OutputParser(self.encoding, prompt.forced, [t.name for t in o.tools])
+        parser = OutputParser(self.encoding, prompt.forced, [t.name for t in o.tools] + declared_names(o.builtin))
         tokens = (e.token for e in steps if e is not None)
         if o.raw:
             self.show_raw(prompt.tokens, tokens, parser)
@@ -252,6 +309,25 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise UserError(f"--max-tokens must be positive, got {args.max_tokens}")
     if not 0 <= args.temperature <= 2:
         raise UserError(f"--temperature must be in 0..2, got {args.temperature}")
+    if args.browser is not None and not args.browser.is_dir():
+        raise UserError(f"--browser {args.browser}: no such directory")
+
+
+def builtin_tools(args: argparse.Namespace, functions: tuple[conv.FunctionTool, ...]) -> BuiltinTools | None:
+    """The built-in tools `--browser DIR` / `--python` ask for (None when neither); python must be able to run."""
+    from gptoss.tools import BrowserTool, BuiltinTools, LocalIndex, PythonTool
+
+    if args.browser is None and not args.python:
+        return None
+    python = None
+    if args.python:
+        python = PythonTool()
+        reason = python.unavailable_reason()
+        if reason is not None:
+            python.close()
+            raise UserError(f"--python: the python tool cannot run here: {reason}")
+    browser = BrowserTool(LocalIndex(args.browser)) if args.browser is not None else None
+    return BuiltinTools(browser=browser, python=python, user_functions=[f.name for f in functions])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -262,13 +338,18 @@ def run(args: argparse.Namespace) -> int:
     from gptoss.server.generation import harmony
 
     check_arguments(args)
+    functions = read_functions(args.functions)
     options = ChatOptions(
-        args.reasoning_effort, args.developer_message, read_functions(args.functions), args.raw,
-        args.temperature, args.max_tokens, args.seed,
+        args.reasoning_effort, args.developer_message, functions, args.raw,
+        args.temperature, args.max_tokens, args.seed, builtin_tools(args, functions),
     )  # fmt: skip
     console = Console()
     path = resolve_checkpoint(args.model, Console(stderr=True))
     model = load_with_progress(path, args.context, args.dtype, Console(stderr=True))
     session = ChatSession(ModelSource(model), harmony(), options, console, lambda prompt: console.input(prompt))
-    session.loop()
+    try:
+        session.loop()
+    finally:
+        if options.builtin is not None:
+            options.builtin.close()
     return 0
