@@ -243,6 +243,27 @@ def test_follow_up_keeps_commentary_tool_calls_and_replies(srv: Running) -> None
     )
 
 
+class BrokenPython(PythonTool):
+    def execute(self, code: str) -> str:
+        raise RuntimeError("boom")
+
+
+def test_a_tool_that_raises_fails_the_response_cleanly(tmp_path: Path) -> None:
+    source = ScriptedSource()
+    source.queue(tokens(CODE), tokens(ANSWER42))
+    running = serve(tmp_path / "r.sqlite3", source, python=BrokenPython)
+    try:
+        with running.http() as http:
+            body = {"model": MODEL, "input": "x", "tools": [{"type": "code_interpreter"}]}
+            r = http.post("/v1/responses", json=body)
+        response = r.json()
+        assert r.status_code == 200 and response["status"] == "failed"
+        assert response["error"]["message"] == "the built-in tool call failed: RuntimeError('boom')"
+        assert response["output"][1]["status"] == "incomplete" and len(source.prompts) == 1
+    finally:
+        running.stop()
+
+
 def test_unavailable_sandbox_is_a_clear_400(tmp_path: Path) -> None:
     running = serve(tmp_path / "r.sqlite3", python=EchoPython, python_unavailable="bubblewrap (`bwrap`) is missing.")
     try:

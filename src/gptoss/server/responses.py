@@ -8,6 +8,7 @@ payload a streaming client would get.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import replace
 from typing import Any
@@ -57,6 +58,7 @@ EFFORTS = {
     "high": ReasoningEffort.HIGH,
 }
 ITEM_PREFIX = {ItemKind.REASONING: "rs", ItemKind.MESSAGE: "msg", ItemKind.FUNCTION_CALL: "fc"}
+log = logging.getLogger("gptoss.server")
 CALL_TYPES = {"browser": "web_search_call", "python": "code_interpreter_call"}
 _closing: set[asyncio.Task[None]] = set()  # tool shutdowns scheduled from synchronous code
 
@@ -579,9 +581,15 @@ class Prepared:
                     break
                 rounds += 1
                 assert self.tools is not None
-                step = await self.tools.run(call_message(self.run.items[call]))
+                try:
+                    step = await self.tools.run(call_message(self.run.items[call]))
+                except Exception as e:  # the tools report their own failures as messages; this is a bug
+                    log.exception("built-in tool call failed")
+                    self.stopped = {"code": "server_error", "message": f"the built-in tool call failed: {e!r}"}
+                    yield self.run.abandon(call)
+                    break
                 yield self.run.tool_done(call, step)
-                if not self.continue_after(generated, step):
+                if self.gone or not self.continue_after(generated, step):
                     break
         finally:
             self.generation.cancel()  # no-op when finished; frees the engine if the stream was abandoned
