@@ -279,3 +279,17 @@ def test_unavailable_sandbox_is_a_clear_400(tmp_path: Path) -> None:
         assert running.source.prompts == []
     finally:
         running.stop()
+
+
+def test_openai_sdk_reads_tool_loop_responses(srv: Running) -> None:
+    srv.source.queue(tokens(SEARCH), tokens(OPEN), tokens(CITED), tokens(CODE), tokens(ANSWER42))
+    client = srv.client()
+    r = client.responses.create(model=MODEL, input="kiwis?", tools=[{"type": "web_search"}])
+    assert r.output_text == CITED_TEXT
+    assert [item.type for item in r.output] == ["reasoning", "web_search_call", "web_search_call", "message"]
+    interpreter = {"type": "code_interpreter", "container": {"type": "auto"}}
+    streamed = list(client.responses.create(model=MODEL, input="6*7?", tools=[interpreter], stream=True))  # type: ignore[list-item]
+    final = streamed[-1]
+    assert final.type == "response.completed"
+    output = final.response.output  # type: ignore[union-attr]
+    assert [item.type for item in output] == ["reasoning", "code_interpreter_call", "message"]
