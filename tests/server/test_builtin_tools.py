@@ -290,6 +290,6 @@ def test_openai_sdk_reads_tool_loop_responses(srv: Running) -> None:
     interpreter = {"type": "code_interpreter", "container": {"type": "auto"}}
     streamed = list(client.responses.create(model=MODEL, input="6*7?", tools=[interpreter], stream=True))  # type: ignore[list-item]
     final = streamed[-1]
-    assert final.type == "response.completed"
+    assert final.type == "response.completed"  # type: ignore[union-attr]
     output = final.response.output  # type: ignore[union-attr]
     assert [item.type for item in output] == ["reasoning", "code_interpreter_call", "message"]
