@@ -21,6 +21,8 @@ SEARCH = (
 )
 CODE = "<|channel|>analysis to=python<|message|>x = 6 * 7\nprint(x)<|call|>"
 FINAL = "<|channel|>final<|message|>Kiwis are birds.<|return|>"
+OPEN = '<|channel|>analysis to=browser.open<|message|>{"id": 0}<|call|>'
+CITED = "<|channel|>final<|message|>Kiwis cannot fly【1†L2-L2】.<|return|>"
 
 
 class EchoPython(PythonTool):
@@ -69,6 +71,15 @@ def test_browser_call_runs_in_the_chat_loop(tmp_path: Path) -> None:
     kinds = [type(item) for item in chat.items]
     assert kinds == [Text, Reasoning, BuiltinCall, BuiltinOutput, Text]
     assert chat.items[2] == BuiltinCall("browser.search", '{"query": "kiwi bird"}', "analysis")
+    assert "→ browser.search" not in text  # shown once, when it runs
+
+
+def test_citations_in_the_answer_become_links(tmp_path: Path) -> None:
+    (tmp_path / "kiwi.md").write_text("# Kiwi\n\nThe kiwi is a flightless bird.\n")
+    builtin = BuiltinTools(browser=BrowserTool(LocalIndex(tmp_path, base_url="https://docs.example/")))
+    _, source, text = run_chat(builtin, SEARCH, OPEN, CITED, answers=["kiwis?"])
+    assert "⚙ browser.open(id=0)" in text and len(source.prompts) == 3
+    assert "Kiwis cannot fly (docs.example)." in text and "fly【" not in text
 
 
 def test_python_call_runs_and_state_resets_on_clear() -> None:

@@ -104,6 +104,7 @@ class TurnView:
     answer: str = ""
     calls: list[str] = field(default_factory=list)
     kinds: dict[int, str] = field(default_factory=dict)  # output item index -> its kind
+    builtin: BuiltinTools | None = None  # its calls are shown when they run; its citations become links
 
     def apply(self, event: conv.OutputEvent) -> None:
         from gptoss.server.conversation import ItemDone, ItemStarted
@@ -122,7 +123,19 @@ class TurnView:
         if item.kind.value == "reasoning":
             self.reasoning_tokens += item.tokens
         elif item.kind.value == "function_call":
-            self.calls.append(f"→ {item.name}({item.text})")
+            from gptoss.server.builtin import builtin_kind
+
+            if builtin_kind(self.builtin, item) is None:
+                self.calls.append(f"→ {item.name}({item.text})")
+
+    def cited(self, text: str) -> str:
+        """With a browser, citations of opened pages as markdown links (an unfinished one is held back)."""
+        if self.builtin is None or self.builtin.browser is None:
+            return text
+        from gptoss.tools import split_pending
+
+        safe, _ = split_pending(text)
+        return self.builtin.cite(safe)[0]
 
     def render(self) -> RenderableType:
         from rich.console import Group
@@ -135,7 +148,7 @@ class TurnView:
         elif self.reasoning:
             parts.append(Text(f"▸ reasoning: {self.reasoning_tokens} tokens (/reasoning to show)", style="dim"))
         if self.answer:
-            parts.append(Markdown(self.answer))
+            parts.append(Markdown(self.cited(self.answer)))
         parts += [Text(call, style="cyan") for call in self.calls]
         return Group(*parts)
 
@@ -273,7 +286,7 @@ class ChatSession:
 
         from gptoss.engine import TokenEvent
 
-        view = TurnView()
+        view = TurnView(builtin=self.options.builtin)
         with Live(view.render(), console=self.console, refresh_per_second=12) as live:
             for token in tokens:
                 for event in parser.feed(TokenEvent(token)):
