@@ -94,7 +94,7 @@ def test_browser_calls_run_in_loop_and_citations_become_annotations(srv: Running
     search, opened, message = response["output"][1], response["output"][2], response["output"][3]
     assert search["action"] == {"type": "search", "query": "kiwi bird"}
     assert search["status"] == "completed" and search["id"].startswith("ws_")
-    assert opened["action"] == {"type": "open_page"}
+    assert opened["action"] == {"type": "open_page", "url": "https://docs.example/kiwi.md"}
     text = message["content"][0]
     assert text["text"] == CITED_TEXT
     assert text["annotations"] == [
@@ -293,3 +293,13 @@ def test_openai_sdk_reads_tool_loop_responses(srv: Running) -> None:
     assert final.type == "response.completed"  # type: ignore[union-attr]
     output = final.response.output  # type: ignore[union-attr]
     assert [item.type for item in output] == ["reasoning", "code_interpreter_call", "message"]
+
+
+def test_a_failed_open_names_no_url_and_the_model_reads_the_error(srv: Running) -> None:
+    bad_open = '<|channel|>analysis to=browser.open<|message|>{"id": 99}<|call|>'
+    srv.source.queue(tokens(SEARCH), tokens(bad_open), tokens(ANSWER42))
+    response = post(srv, tools=[{"type": "web_search"}])
+    assert response["status"] == "completed"
+    assert response["output"][2]["action"] == {"type": "open_page"}
+    reply = _decode(srv, 2).rsplit("<|start|>browser.open to=assistant", 1)[1]
+    assert "99" in reply.split("<|end|>")[0]

@@ -389,14 +389,17 @@ class ResponseRun:
         body["status"] = "searching"
         return [self.event("response.web_search_call.searching", **where)]
 
-    def tool_done(self, index: int, step: ToolStep) -> list[dict[str, Any]]:
+    def tool_done(self, index: int, step: ToolStep, opened: str | None = None) -> list[dict[str, Any]]:
         tool = self.kinds[index]
         assert tool is not None
         self.pending.discard(index)
         self.steps[index] = step
         body = call_item(tool, self.item_ids[index], "completed", self.items[index])
         if tool == "browser":
-            body["action"] = step.action
+            action = step.action
+            if action is not None and action["type"] == "open_page" and "url" not in action and opened is not None:
+                action["url"] = opened
+            body["action"] = action
         else:
             body["outputs"] = [{"type": "logs", "logs": step.output}]
         self.response["output"][index] = body
@@ -581,6 +584,7 @@ class Prepared:
                     break
                 rounds += 1
                 assert self.tools is not None
+                pages = len(self.tools.browser.stack) if self.tools.browser is not None else 0
                 try:
                     step = await self.tools.run(call_message(self.run.items[call]))
                 except Exception as e:  # the tools report their own failures as messages; this is a bug
@@ -588,13 +592,21 @@ class Prepared:
                     self.stopped = {"code": "server_error", "message": f"the built-in tool call failed: {e!r}"}
                     yield self.run.abandon(call)
                     break
-                yield self.run.tool_done(call, step)
+                yield self.run.tool_done(call, step, self.opened_url(pages))
                 if self.gone or not self.continue_after(generated, step):
                     break
         finally:
             self.generation.cancel()  # no-op when finished; frees the engine if the stream was abandoned
             if self.tools is not None:
                 await self.tools.aclose()
+
+    def opened_url(self, pages_before: int) -> str | None:
+        """The URL of the page a browser call just pushed (open by link id names none in its arguments)."""
+        browser = self.tools.browser if self.tools is not None else None
+        if browser is None or len(browser.stack) <= pages_before:
+            return None
+        target = browser.citation_target(len(browser.stack) - 1)
+        return target[0] if target is not None else None
 
     def tool_call(self) -> int | None:
         """The output index of the built-in call the last generation ended on, if it should run."""
