@@ -303,3 +303,10 @@ def test_a_failed_open_names_no_url_and_the_model_reads_the_error(srv: Running) 
     assert response["output"][2]["action"] == {"type": "open_page"}
     reply = _decode(srv, 2).rsplit("<|start|>browser.open to=assistant", 1)[1]
     assert "99" in reply.split("<|end|>")[0]
+
+
+def test_tool_choice_none_leaves_builtin_tools_out(srv: Running) -> None:
+    response = post(srv, tools=[{"type": "web_search"}, {"type": "code_interpreter"}], tool_choice="none")
+    assert response["status"] == "completed"
+    first = _decode(srv, 0)
+    assert "namespace browser" not in first and "## python" not in first

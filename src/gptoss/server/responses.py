@@ -514,7 +514,8 @@ class Prepared:
         self.instructions = req.instructions if req.instructions is not None else inherited
         self.items = history + input_items(req.input)
         self.req, self.state = req, state
-        self.tools = requested_tools(req.tools or [], state.config)
+        # `tool_choice: none` leaves the built-in tools out of the prompt and the loop, like function tools
+        self.tools = requested_tools(req.tools or [], state.config) if req.tool_choice != "none" else None
         try:
             spec = prompt_spec(req, self.items, self.instructions, state, self.tools)
             try:
