@@ -5,7 +5,7 @@
 Needs the optional llama-cpp-python, built from source (README, "CPU benchmark: gptoss vs llama.cpp"); without it this
 says so and exits 2. Steps: the cached random checkpoint of the preset's real shapes (benchmarks/common.py) and its
 GGUF conversion (benchmarks/llamacpp.py, once); read bandwidth (benchmarks/bandwidth.py); then each engine in a
-process of its own, so each peak RSS is its own: llama.cpp (repack off) and gptoss (bench_reference). Both get the
+process of its own, so each peak RSS is its own: llama.cpp (repack off) and gptoss (`gptoss bench`). Both get the
 same 512 random prompt ids (seed 0) and decode greedily. Before each engine its weight files are read once, so both
 load from a warm page cache: the two copies (HF safetensors and GGUF, 13.8 GB each for 20b) do not fit in RAM
 together, and whichever ran last would otherwise have the advantage. Bandwidth is measured at the start and at the end
@@ -22,13 +22,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from benchmarks import bandwidth, llamacpp
 from benchmarks.common import cpu_model, random_checkpoint
 
-# The gptoss half. `gptoss bench` will replace this once it exists; it must print one JSON object as its last line.
-GPTOSS_CMD = [sys.executable, "-m", "benchmarks.bench_reference"]
-RATIO_KEYS = {"prefill": "prefill_tok_s", "decode": "decode_tok_s", "load": "load_s", "peak_rss": "peak_rss_gb"}
+# The gptoss half: `gptoss bench` (src/gptoss/cli/bench.py, the measurement bench_reference also uses), last line JSON.
+GPTOSS_CMD = [sys.executable, "-m", "gptoss", "bench", "--json"]
+RATIO_KEYS = {
+    "prefill": "prefill_tok_s",
+    "decode": "decode_tok_s",
+    "load": "load_s",
+    "first_token": "first_token_s",
+    "peak_rss": "peak_rss_gb",
+}
 
 
 def busy_processes(interval: float = 1.0, min_cpu: float = 0.1) -> list[str]:
@@ -70,7 +77,7 @@ def warm(paths: list[Path]) -> float:
     return time.perf_counter() - t
 
 
-def run_half(name: str, cmd: list[str]) -> dict[str, object]:
+def run_half(name: str, cmd: list[str]) -> dict[str, Any]:
     """Runs one engine's benchmark process (its stderr passes through) and returns its last-line JSON."""
     print(f"--- {name}: {' '.join(cmd)}", file=sys.stderr, flush=True)
     t = time.perf_counter()
@@ -78,7 +85,7 @@ def run_half(name: str, cmd: list[str]) -> dict[str, object]:
     print(proc.stdout, file=sys.stderr, end="", flush=True)
     if proc.returncode != 0:
         raise SystemExit(f"{name} benchmark failed with exit status {proc.returncode}; no numbers reported")
-    result: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     result["wall_s"] = round(time.perf_counter() - t, 1)
     return result
 
@@ -91,12 +98,12 @@ def fmt(v: object) -> str:
     return "-" if v is None else str(v)
 
 
-def print_table(r: dict[str, object], g: dict[str, object], ll: dict[str, object]) -> None:
+def print_table(r: dict[str, Any], g: dict[str, Any], ll: dict[str, Any]) -> None:
     rat = r["ratio_gptoss_over_llama_cpp"]
     frac = r["fraction_of_ceiling"]
-    assert isinstance(rat, dict) and isinstance(frac, dict)
     rows = [
         ("load s (warm page cache)", g["load_s"], ll["load_s"], rat["load"]),
+        ("load + prefill s (first token)", g["first_token_s"], ll["first_token_s"], rat["first_token"]),
         ("peak RSS GB", g["peak_rss_gb"], ll["peak_rss_gb"], rat["peak_rss"]),
         (f"prefill tok/s ({r['prompt_tokens']} tokens)", g["prefill_tok_s"], ll["prefill_tok_s"], rat["prefill"]),
         (f"decode tok/s ({r['decode_tokens']} tokens)", g["decode_tok_s"], ll["decode_tok_s"], rat["decode"]),
@@ -114,7 +121,6 @@ def print_table(r: dict[str, object], g: dict[str, object], ll: dict[str, object
     for label, a, b, c in rows:
         print(f"{label:<{width}}  {fmt(a):>10}  {fmt(b):>10}  {fmt(c):>16}")
     contention = r["contention"]
-    assert isinstance(contention, dict)
     print(f"load average start/end: {contention['loadavg_start']} / {contention['loadavg_end']}")
     for line in contention["busy_at_start"]:
         print(f"busy at start: {line}")
@@ -148,8 +154,10 @@ def main() -> None:
     warm_s = {"llama_cpp": 0.0 if args.no_warm else warm([gguf])}
     ll = run_half("llama.cpp", [*prep[:3], "run", "--gguf", str(gguf), *threads, *shape])
     warm_s["gptoss"] = 0.0 if args.no_warm else warm(sorted(hf_dir.glob("*.safetensors")))
-    g = run_half("gptoss", [*GPTOSS_CMD, "--preset", args.preset, *threads, *shape])
+    g = run_half("gptoss", [*GPTOSS_CMD, "--model", str(hf_dir), *threads, *shape])
     bw_end = bandwidth.read_bandwidth_gbs(args.threads)
+    for half in (g, ll):  # gptoss maps its weights lazily and faults them in during prefill; llama.cpp at load
+        half["first_token_s"] = round(float(half["load_s"]) + args.prompt_tokens / float(half["prefill_tok_s"]), 2)
     contention["loadavg_end"] = round(os.getloadavg()[0], 2)
 
     bw = max(bw_start, bw_end)

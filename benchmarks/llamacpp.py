@@ -235,12 +235,15 @@ def run(path: Path, threads: int, prompt_tokens: int, decode_tokens: int) -> dic
     prefill_s = time.perf_counter() - t
 
     generated = [token]  # greedy output, prefill's token first; gptoss on the same weights gives the same ids
-    t = time.perf_counter()
+    step_s = []
     for _ in range(decode_tokens):
+        t = time.perf_counter()
         llm.eval([token])
         token = last_logits_argmax(llm)
+        step_s.append(time.perf_counter() - t)
         generated.append(token)
-    decode_s = time.perf_counter() - t
+    decode_s = sum(step_s)
+    step_ms = sorted(1e3 * s for s in step_s)
 
     return {
         "benchmark": "llama_cpp",
@@ -258,6 +261,8 @@ def run(path: Path, threads: int, prompt_tokens: int, decode_tokens: int) -> dic
         "prefill_tok_s": round(prompt_tokens / prefill_s, 3),
         "decode_tokens": decode_tokens,
         "decode_tok_s": round(decode_tokens / decode_s, 4),
+        "decode_ms_median": round(step_ms[len(step_ms) // 2], 1),
+        "decode_ms_max": round(step_ms[-1], 1),
         "first_tokens": generated[:8],
     }
 
