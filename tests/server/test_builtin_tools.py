@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -310,3 +311,27 @@ def test_tool_choice_none_leaves_builtin_tools_out(srv: Running) -> None:
     assert response["status"] == "completed"
     first = _decode(srv, 0)
     assert "namespace browser" not in first and "## python" not in first
+
+
+class SlowPython(PythonTool):
+    def execute(self, code: str) -> str:
+        time.sleep(0.5)
+        return "done\n"
+
+
+def test_a_client_that_leaves_during_a_tool_call_gets_no_further_generation(tmp_path: Path) -> None:
+    source = ScriptedSource()
+    source.queue(tokens(CODE), tokens(ANSWER42))
+    running = serve(tmp_path / "r.sqlite3", source, python=SlowPython)
+    try:
+        body = {"model": MODEL, "input": "x", "tools": [{"type": "code_interpreter"}], "stream": True}
+        with running.http() as http, http.stream("POST", "/v1/responses", json=body) as r:
+            for line in r.iter_lines():
+                if "response.code_interpreter_call.interpreting" in line:
+                    break  # leave while the tool runs
+        time.sleep(1.0)
+        assert len(source.prompts) == 1
+        with running.http() as http:  # the server is still fine
+            assert http.post("/v1/responses", json={"model": MODEL, "input": "hi"}).status_code == 200
+    finally:
+        running.stop()

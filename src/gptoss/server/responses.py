@@ -572,7 +572,10 @@ class Prepared:
                 self.output_tokens += self.generation.stats.output_tokens
                 call = self.tool_call()
                 yield self.run.abandon_pending(keep=call)
-                if call is None or self.gone:
+                if call is None:
+                    break
+                if self.gone:
+                    yield self.run.abandon(call)
                     break
                 if rounds >= self.state.config.max_tool_rounds:
                     limit = self.state.config.max_tool_rounds
