@@ -15,7 +15,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from gptoss import ops
 from gptoss.config import ModelConfig, yarn_low_high
@@ -118,7 +117,7 @@ class Transformer:
         return rms_norm(x, self.w.norm, self.cfg.rms_norm_eps)
 
     def unembed(self, h: torch.Tensor) -> torch.Tensor:
-        return F.linear(h, self.w.unembedding).float()  # (T, V), no bias, no softcap
+        return ops.linear(h, self.w.unembedding).float()  # (T, V), no bias, no softcap
 
     def attention(
         self,
@@ -132,21 +131,21 @@ class Transformer:
     ) -> torch.Tensor:
         cfg, T = self.cfg, x.shape[0]
         t = rms_norm(x, a.norm, cfg.rms_norm_eps)
-        q = F.linear(t, a.wq, a.bq).view(T, cfg.num_attention_heads, cfg.head_dim)  # (T, Hq, D)
-        k = F.linear(t, a.wk, a.bk).view(T, cfg.num_key_value_heads, cfg.head_dim)  # (T, Hkv, D)
-        v = F.linear(t, a.wv, a.bv).view(T, cfg.num_key_value_heads, cfg.head_dim)  # (T, Hkv, D)
+        q = ops.linear(t, a.wq, a.bq).view(T, cfg.num_attention_heads, cfg.head_dim)  # (T, Hq, D)
+        k = ops.linear(t, a.wk, a.bk).view(T, cfg.num_key_value_heads, cfg.head_dim)  # (T, Hkv, D)
+        v = ops.linear(t, a.wv, a.bv).view(T, cfg.num_key_value_heads, cfg.head_dim)  # (T, Hkv, D)
         q, k = Rope.apply(q, cos, sin), Rope.apply(k, cos, sin)
         k_pos = positions
         if cache is not None:
             k, v, k_pos = cache.layers[layer].update(k, v, positions)  # (S, Hkv, D), (S,)
         window = cfg.sliding_window if cfg.is_sliding(layer) else 0
         o = ops.attention(q, k, v, a.sinks, positions, k_pos, window, self.sm_scale)  # (T, Hq*D)
-        return F.linear(o, a.wo, a.bo)  # (T, H)
+        return ops.linear(o, a.wo, a.bo)  # (T, H)
 
     def moe(self, x: torch.Tensor, m: MoEWeights) -> torch.Tensor:
         cfg = self.cfg
         t = rms_norm(x, m.norm, cfg.rms_norm_eps)
-        g = F.linear(t, m.router_w, m.router_b).float()  # (T, E)
+        g = ops.linear(t, m.router_w, m.router_b).float()  # (T, E)
         # Top-k first, then a softmax over only the k selected logits.
         vals, idx = torch.topk(g, cfg.experts_per_token, dim=-1, sorted=True)  # (T, k)
         w = torch.softmax(vals, dim=-1)  # (T, k)

@@ -14,6 +14,7 @@ import sys
 from gptoss.ops import reference
 
 attention = reference.attention
+linear = reference.linear
 moe_experts = reference.moe_experts
 swiglu = reference.swiglu
 BACKEND = "ref"
@@ -30,7 +31,10 @@ if _requested != "ref":
     if _requested == "native" and not native.built():
         raise ImportError(f"GPTOSS_OPS=native, but {_why}; reinstall with a C compiler (pip install -e .)")
     if _ok or _requested == "native":
+        from gptoss.ops import dense
+
         moe_experts = native.moe_experts
+        linear = dense.linear
         BACKEND = "native"
     else:
         FALLBACK_REASON = _why

@@ -7,10 +7,15 @@ They favour clarity and fp32 accumulation over speed.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from gptoss import mxfp4
 
 SWIGLU_ALPHA = 1.702
+
+
+def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    return F.linear(x, w, b)  # (T, out) = x @ w.T + b
 
 
 def swiglu(h: torch.Tensor, limit: float) -> torch.Tensor:
