@@ -71,7 +71,7 @@ def call_message(item: OutputItem) -> Message:
 
 
 def builtin_kind(tools: BuiltinTools | None, item: OutputItem) -> str | None:
-    """ "browser" / "python" when the item is a call the built-in tools will run, else None."""
+    """The built-in tool ("browser" / "python") that will run this call, or None when it is not one."""
     if tools is None or item.kind is not ItemKind.FUNCTION_CALL:
         return None
     route = tools.route(call_message(item))
