@@ -219,10 +219,10 @@ static TGT void gemm_avx2(const uint8_t *blocks, const uint8_t *scales, int G, i
         const int gb = G - g0 < GPTOSS_KC / GPTOSS_BLOCK ? G - g0 : GPTOSS_KC / GPTOSS_BLOCK;
         const int kc = gb * GPTOSS_BLOCK;
         decode_slice(blocks, scales, G, nrows, g0, gb, wd);
-        for (int p = 0; p * GPTOSS_PANEL < npad; p++) {
-            const int wp = npad - p * GPTOSS_PANEL < GPTOSS_PANEL ? npad - p * GPTOSS_PANEL : GPTOSS_PANEL;
-            const float *xk = xp + (size_t)p * GPTOSS_PANEL * K + (size_t)g0 * GPTOSS_BLOCK * wp;
-            float *cp = c + (size_t)p * GPTOSS_PANEL * nrows;
+        int col0, wp;
+        for (int p = 0; gptoss_panel(npad, p, &col0, &wp); p++) {
+            const float *xk = xp + (size_t)col0 * K + (size_t)g0 * GPTOSS_BLOCK * wp;
+            float *cp = c + (size_t)col0 * nrows;
             const int mr = wp == 8 ? 8 : 4;
             for (int r0 = 0; r0 < nrows; r0 += mr) {
                 const float *w = wd + (size_t)r0 * GPTOSS_KC;

@@ -37,10 +37,10 @@ static void gemm_scalar(const uint8_t *blocks, const uint8_t *scales, int G, int
     const size_t K = (size_t)G * GPTOSS_BLOCK;
     (void)wd;
     float w[GPTOSS_BLOCK];
-    for (int p = 0; p * GPTOSS_PANEL < npad; p++) {
-        const int wp = npad - p * GPTOSS_PANEL < GPTOSS_PANEL ? npad - p * GPTOSS_PANEL : GPTOSS_PANEL;
-        const float *xpp = xp + (size_t)p * GPTOSS_PANEL * K;
-        float *cp = c + (size_t)p * GPTOSS_PANEL * nrows;
+    int col0, wp;
+    for (int p = 0; gptoss_panel(npad, p, &col0, &wp); p++) {
+        const float *xpp = xp + (size_t)col0 * K;
+        float *cp = c + (size_t)col0 * nrows;
         for (int r = 0; r < nrows; r++) {
             float *cr = cp + (size_t)r * wp;
             for (int j = 0; j < wp; j++) cr[j] = 0.0f;

@@ -82,15 +82,17 @@ typedef struct {
 
 static inline slot act_slot(const expert_plan *pl, int j, size_t K) {
     if (!pl->gemm) return (slot){(size_t)j * K, 1};
-    const int p = j / GPTOSS_PANEL, w = j % GPTOSS_PANEL, rem = pl->npad - p * GPTOSS_PANEL;
-    return (slot){(size_t)p * GPTOSS_PANEL * K + (size_t)w, (size_t)(rem < GPTOSS_PANEL ? rem : GPTOSS_PANEL)};
+    int col0, wp, w;
+    gptoss_token_panel(pl->npad, j, &col0, &wp, &w);
+    return (slot){(size_t)col0 * K + (size_t)w, (size_t)wp};
 }
 
 /* Token j's results from a gemv (y[r][n]) or gemm (panels of [nrows][wp]): row r at base + r * stride. */
 static inline slot result_slot(const expert_plan *pl, int j, int nrows) {
     if (!pl->gemm) return (slot){(size_t)j, (size_t)pl->n};
-    const int p = j / GPTOSS_PANEL, w = j % GPTOSS_PANEL, rem = pl->npad - p * GPTOSS_PANEL;
-    return (slot){(size_t)p * GPTOSS_PANEL * nrows + (size_t)w, (size_t)(rem < GPTOSS_PANEL ? rem : GPTOSS_PANEL)};
+    int col0, wp, w;
+    gptoss_token_panel(pl->npad, j, &col0, &wp, &w);
+    return (slot){(size_t)col0 * (size_t)nrows + (size_t)w, (size_t)wp};
 }
 
 /* One 32-block (fp32, block-permuted order) -> int16 at its place in the q16 layout of a row with G blocks, plus

@@ -19,8 +19,40 @@
 #include <stdint.h>
 
 #define GPTOSS_BLOCK 32
-/* GEMM token panels are PANEL tokens wide (the last one 8 or 16). */
+/* GEMM token panels are PANEL tokens wide, the last one 8 or 16; but 24k + 8 tokens (k >= 1) end in 16 + 16
+ * instead of 24 + 8: an 8-wide panel is load-bound (one broadcast per FMA) and runs well below the others. */
 #define GPTOSS_PANEL 24
+
+/* Panel p of npad (a multiple of 8) tokens: its first token col0 and its width wp. Panel p's activations are
+ * [K][wp] at col0 * K, its results [nrows][wp] at col0 * nrows. Returns 0 past the last panel. */
+static inline int gptoss_panel(int npad, int p, int *col0, int *wp) {
+    const int full = npad / GPTOSS_PANEL, rem = npad % GPTOSS_PANEL, split = rem == 8 && full >= 1;
+    if (p < full - split) {
+        *col0 = p * GPTOSS_PANEL, *wp = GPTOSS_PANEL;
+        return 1;
+    }
+    if (split && p <= full) {
+        *col0 = (full - 1) * GPTOSS_PANEL + (p - full + 1) * 16, *wp = 16;
+        return 1;
+    }
+    if (!split && p == full && rem) {
+        *col0 = full * GPTOSS_PANEL, *wp = rem;
+        return 1;
+    }
+    return 0;
+}
+
+/* The panel that holds token j: its first token, width, and j's column in it. */
+static inline void gptoss_token_panel(int npad, int j, int *col0, int *wp, int *w) {
+    const int full = npad / GPTOSS_PANEL, tail = (full - 1) * GPTOSS_PANEL;
+    if (npad % GPTOSS_PANEL == 8 && full >= 1 && j >= tail) {
+        *col0 = tail + (j - tail) / 16 * 16, *wp = 16;
+    } else {
+        *col0 = j / GPTOSS_PANEL * GPTOSS_PANEL;
+        *wp = npad - *col0 < GPTOSS_PANEL ? npad - *col0 : GPTOSS_PANEL;
+    }
+    *w = j - *col0;
+}
 /* K (reduction) is walked in slices of KC values so that a micro-kernel's operands stay in L1. */
 #ifndef GPTOSS_KC
 #define GPTOSS_KC 256
@@ -61,8 +93,8 @@ typedef struct {
     void (*gemv_q16)(const uint8_t *blocks, const uint8_t *scales, int G, int nrows, const gptoss_gemv_act *x,
                      float *y);
     /* Full-K product of nrows (a multiple of 8) weight rows with the npad tokens stored in panels:
-     * panel p holds wp = min(PANEL, npad - PANEL * p) tokens as [K][wp] (K in block-permuted order) at
-     * xp + p * PANEL * K. Result: panel p of c is [nrows][wp] at c + p * PANEL * nrows. `wd` is scratch for
+     * panel p (gptoss_panel) holds wp tokens as [K][wp] (K in block-permuted order) at xp + col0 * K.
+     * Result: panel p of c is [nrows][wp] at c + col0 * nrows. `wd` is scratch for
      * nrows * KC floats. */
     void (*gemm)(const uint8_t *blocks, const uint8_t *scales, int G, int nrows, const float *xp, int npad, float *c,
                  float *wd);
