@@ -37,7 +37,8 @@ int gptoss_pool_threaded(void) { return 0; }
 #endif
 
 #define MAX_HELPERS 255
-#define SPIN_FOR_JOB 4000   /* pause loops (~0.1 ms) a helper keeps polling for the next job before sleeping */
+#define SPIN_FOR_JOB 1000   /* pause loops (~20 us) a helper polls for the next job before sleeping: short, as it
+                             * competes for a core with torch's threads running the ops in between */
 #define SPIN_FOR_PHASE 2000 /* pause loops waiting for a phase's last items before yielding the CPU each turn */
 
 typedef struct {
