@@ -115,7 +115,7 @@ def check_all_paths(x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, weights
 
 
 SHAPES = [(32, 32), (96, 64), (64, 96), (288, 160)]  # (H, I): multiples of 32, odd block counts, 2880/10
-GRID = [(E, k, T) for E in (1, 4, 8, 32) for k in (1, 2, 4) if k <= E for T in (1, 2, 7, 33, 129)]
+GRID = [(E, k, T) for E in (1, 4, 7, 8, 32) for k in (1, 2, 4) if k <= E for T in (1, 2, 7, 33, 129)]
 
 
 @pytest.mark.parametrize(("E", "k", "T"), GRID)
