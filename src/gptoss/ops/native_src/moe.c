@@ -47,7 +47,6 @@ int gptoss_cpu_has_avx2(void) {
 #endif
 }
 
-
 typedef struct {
     int e;        /* expert id */
     int n;        /* tokens routed to it */
@@ -57,8 +56,8 @@ typedef struct {
     int q16x;     /* ... and used for mlp1 (every block of x was in the quantiser's range) */
     int a_unfit;  /* set (atomically) by any mlp1 chunk whose SwiGLU block was out of range: mlp2 uses fp32 */
     size_t pair0; /* first of its pairs in the sorted pair list */
-    size_t xoff;  /* its activations in xbuf (npad * H floats) and, for q16 GEMV, qbuf (n * H int16) */
-    size_t aoff;  /* its SwiGLU outputs in abuf (npad * I floats) and, for q16 GEMV, qbuf (n * I int16) */
+    size_t xoff;  /* its activations: npad * H values at this offset in the fp32 buffer (and the int16 copy) */
+    size_t aoff;  /* its SwiGLU outputs: npad * I values, likewise */
 } expert_plan;
 
 static inline float bf16_to_f32(uint16_t h) {
