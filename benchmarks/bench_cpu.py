@@ -122,8 +122,9 @@ def print_table(r: dict[str, Any], g: dict[str, Any], ll: dict[str, Any]) -> Non
         print(f"{label:<{width}}  {fmt(a):>10}  {fmt(b):>10}  {fmt(c):>16}")
     contention = r["contention"]
     print(f"load average start/end: {contention['loadavg_start']} / {contention['loadavg_end']}")
-    for line in contention["busy_at_start"]:
-        print(f"busy at start: {line}")
+    for when in ("start", "end"):
+        for line in contention[f"busy_at_{when}"]:
+            print(f"busy at {when}: {line}")
 
 
 def main() -> None:
@@ -159,6 +160,7 @@ def main() -> None:
     for half in (g, ll):  # gptoss maps its weights lazily and faults them in during prefill; llama.cpp at load
         half["first_token_s"] = round(float(half["load_s"]) + args.prompt_tokens / float(half["prefill_tok_s"]), 2)
     contention["loadavg_end"] = round(os.getloadavg()[0], 2)
+    contention["busy_at_end"] = busy_processes()
 
     bw = max(bw_start, bw_end)
     per_token = bandwidth.bytes_per_token(config)["total"]
