@@ -119,22 +119,25 @@ except MemoryError:
         print("ESCAPED allocated", len(chunks) * 16, "MiB")
 """,
     "memory_bomb_many_processes": """
-import os, time
+import os
 readers = []
+release_r, release_w = os.pipe()
 for _ in range(6):
     r, w = os.pipe()
     if os.fork() == 0:
         os.close(r)
+        os.close(release_w)
         try:
             hoard = bytearray(160 << 20)
             os.write(w, b"y")
-            time.sleep(1)
+            os.read(release_r, 1)  # hold it until the parent has counted: "at once" must not depend on timing
         except MemoryError:
             pass
         os._exit(0)
     os.close(w)
     readers.append(r)
 got = sum(os.read(r, 1) == b"y" for r in readers)
+os.close(release_w)
 print("children holding 160 MiB at once:", got)
 if got * 160 > P["total_mib"] and P["capped"]:
     print("ESCAPED", got * 160, "MiB across processes")
