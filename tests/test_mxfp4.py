@@ -10,7 +10,7 @@ from gptoss import mxfp4
 TABLE = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0]
 
 
-@pytest.mark.parametrize("scale", [0, 1, 100, 126, 127, 128, 200, 253, 254])
+@pytest.mark.parametrize("scale", [0, 1, 100, 126, 127, 128, 200, 253, 254, 255])
 def test_every_code_and_scale(scale: int) -> None:
     # Byte b holds code b & 15 as element 2i and code b >> 4 as element 2i+1.
     codes = torch.arange(16, dtype=torch.uint8)
@@ -18,9 +18,11 @@ def test_every_code_and_scale(scale: int) -> None:
     out = mxfp4.dequantize(blocks, torch.tensor([scale], dtype=torch.uint8))
     order = [c for lo in range(16) for c in (lo, 15 - lo)]
     # fp32 arithmetic, as the format's reference does it: 6 * 2**126 and up overflow to inf, by definition.
-    expected = torch.tensor([TABLE[c] for c in order]) * torch.tensor(2.0 ** (scale - 127))
+    # Exact values (float64), rounded once to fp32: 6 * 2**126 and up overflow to inf, by definition.
+    expected = (torch.tensor([TABLE[c] for c in order], dtype=torch.float64) * 2.0 ** (scale - 127)).float()
     assert out.tolist() == expected.tolist()
     assert torch.isinf(out).any().item() == (scale >= 253)
+    assert not torch.isnan(out).any()
     assert torch.signbit(out[16]).item()  # code 8 is -0.0
 
 

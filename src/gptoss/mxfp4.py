@@ -33,8 +33,9 @@ def dequantize(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype = 
     table = _byte_table()
     # index_select with int32 indices is ~3x faster than advanced indexing with int64 on CPU.
     vals = torch.index_select(table, 0, blocks.reshape(-1).to(torch.int32)).view(*blocks.shape[:-1], BLOCK)
-    # fp4 * 2**k is exact in fp32 for every E8M0 scale; the cast to bf16 is exact too (same exponent range).
-    vals.mul_(torch.exp2(scales.float() - SCALE_BIAS).unsqueeze(-1))  # (..., G, 32)
+    # fp4 * 2**k is exact in fp32 for every E8M0 scale (the cast to bf16 too: same exponent range). Two steps,
+    # because 2**128 (scale 255) alone overflows fp32 although 0.5 * 2**128 does not.
+    vals.mul_(torch.exp2(scales.float() - SCALE_BIAS - 1).unsqueeze(-1)).mul_(2.0)  # (..., G, 32)
     return vals.reshape(*scales.shape[:-1], scales.shape[-1] * BLOCK).to(dtype)
 
 
