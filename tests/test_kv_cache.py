@@ -19,10 +19,7 @@ def cached_logits(model: gptoss.Model, ids: list[int], chunk: int) -> torch.Tens
     tokens = torch.tensor(ids)
     with torch.inference_mode():
         for start in range(0, len(ids), chunk):
-            part = tokens[start : start + chunk]
-            h = model.transformer.forward(part, cache.positions(len(part)), cache)
-            cache.position += len(part)
-            out.append(model.transformer.unembed(h))
+            out.append(model.transformer.unembed(model._feed(cache, tokens[start : start + chunk])))
     return torch.cat(out)
 
 

@@ -54,10 +54,14 @@ class Model:
         cache.positions(len(tokens))  # fail on overflow before any work
         h = torch.empty(0)
         for start in range(0, len(tokens), chunk):
-            part = tokens[start : start + chunk]
-            h = self.transformer.forward(part, cache.positions(len(part)), cache)
-            cache.position += len(part)
+            h = self._feed(cache, tokens[start : start + chunk])
         return self.transformer.unembed(h[-1:])[0]
+
+    def _feed(self, cache: KVCache, tokens: torch.Tensor) -> torch.Tensor:
+        """One chunk through the cache -> its final hidden states (T, H); no unembedding."""
+        h = self.transformer.forward(tokens, cache.positions(len(tokens)), cache)
+        cache.position += len(tokens)
+        return h
 
     def generate(
         self,
@@ -92,10 +96,12 @@ class Model:
     ) -> Iterator[tuple[int, torch.Tensor] | None]:
         generator = make_generator(params.seed)
         cache = self.new_cache()
+        h = torch.empty(0)
         for start in range(0, len(tokens), chunk):
-            logits = self.prefill(cache, tokens[start : start + chunk], chunk)
+            h = self._feed(cache, tokens[start : start + chunk])
             if start + chunk < len(tokens):
                 yield None
+        logits = self.transformer.unembed(h[-1:])[0]  # only the last prompt token's logits are ever needed
         for _ in range(budget):
             token = sample(logits, params, generator)
             yield token, logits
