@@ -31,10 +31,8 @@ if _requested != "ref":
     if _requested == "native" and not native.built():
         raise ImportError(f"GPTOSS_OPS=native, but {_why}; reinstall with a C compiler (pip install -e .)")
     if _ok or _requested == "native":
-        from gptoss.ops import dense
-
         moe_experts = native.moe_experts
-        linear = dense.linear
+        linear = native.linear
         BACKEND = "native"
     else:
         FALLBACK_REASON = _why

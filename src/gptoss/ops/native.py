@@ -1,11 +1,15 @@
-"""Native CPU kernels for the MoE experts on packed MXFP4 weights (the C extension gptoss.ops.native_ext).
+"""Native CPU kernels (the C extension gptoss.ops.native_ext): the MoE experts on packed MXFP4 weights, and the
+dense bf16 projections of decode.
 
-`moe_experts` has exactly the signature of reference.moe_experts. The weights are read in place (they may be
-read-only views into memory-mapped safetensors files): nothing here copies or repacks a layer's experts. Only the
-activations (T x H) are gathered and converted, in C.
+`moe_experts` and `linear` have exactly the signatures of reference.moe_experts and reference.linear. The weights are
+read in place (they may be read-only views into memory-mapped safetensors files): nothing here copies or repacks
+them. Only the activations (T x H) are gathered and converted, in C.
 
 Numerics: activations stay fp32 throughout (bf16 inputs are widened exactly), MXFP4 weights are decoded exactly
 and products are accumulated in fp32, so results match the reference to fp32 rounding (summation order differs).
+
+`linear` streams a bf16 weight (N, K) once for up to LINEAR_MAX_TOKENS tokens (decode is bound by that read); more
+tokens are compute-bound and go to torch's fp32 GEMM on the weight widened to fp32 in slices of rows.
 
 Knobs, read on every call: GPTOSS_NATIVE_ISA=auto|avx2|scalar picks the kernel flavour (scalar is the portable
 fallback, also used when the CPU lacks AVX2+FMA); the thread count follows torch.get_num_threads().
@@ -125,3 +129,44 @@ def moe_experts(
             n, k, E, H, I, *flags, *tail,
         )  # fmt: skip
     return out if x.dtype == torch.float32 else out.to(x.dtype)
+
+
+# The C GEMV's token limit (dense.h); past it, the weight is widened to fp32 LINEAR_SLICE_ROWS rows at a time (~90 MB
+# for K = 2880) and multiplied with torch's fp32 GEMM, which on this class of CPU is ~6x its bf16 GEMM.
+LINEAR_MAX_TOKENS = 8
+LINEAR_SLICE_ROWS = 8192
+
+
+def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """(T, K) @ (N, K)^T + (N,) -> (T, N) in x.dtype, accumulated in fp32 and rounded once."""
+    if _ext is None:
+        raise RuntimeError(f"gptoss native kernels unavailable: {available()[1]}")
+    if x.dim() != 2 or w.dim() != 2 or x.shape[1] != w.shape[1] or (b is not None and b.shape != (w.shape[0],)):
+        bshape = None if b is None else tuple(b.shape)
+        raise ValueError(f"linear: x {tuple(x.shape)}, w {tuple(w.shape)}, b {bshape} do not fit (T, K) @ (N, K)^T")
+    T, N = x.shape[0], w.shape[0]
+    if w.dtype != torch.bfloat16 or not w.is_contiguous() or x.dtype not in (torch.float32, torch.bfloat16):
+        return torch.nn.functional.linear(x, w.to(x.dtype), None if b is None else b.to(x.dtype))
+    if T > LINEAR_MAX_TOKENS:
+        return _linear_gemm(x, w, b)
+    xc = x.contiguous()
+    bc = None if b is None else _fp32_or_bf16(b)
+    y = torch.empty(T, N, dtype=x.dtype)
+    _ext.linear(
+        xc.data_ptr(), w.data_ptr(), 0 if bc is None else bc.data_ptr(), y.data_ptr(),
+        T, w.shape[1], N, xc.dtype == torch.bfloat16, bc is not None and bc.dtype == torch.bfloat16,
+        y.dtype == torch.bfloat16, _isa(), torch.get_num_threads(),
+    )  # fmt: skip
+    return y
+
+
+def _linear_gemm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    xf = x.float()
+    y = torch.empty(x.shape[0], w.shape[0], dtype=torch.float32)
+    for r in range(0, w.shape[0], LINEAR_SLICE_ROWS):
+        rows = slice(r, r + LINEAR_SLICE_ROWS)
+        if b is None:
+            torch.mm(xf, w[rows].float().T, out=y[:, rows])
+        else:
+            torch.addmm(b[rows].float(), xf, w[rows].float().T, out=y[:, rows])
+    return y.to(x.dtype)

@@ -27,3 +27,18 @@ def moe(
 ) -> None: ...
 def cpu_has_avx2() -> bool: ...
 def threaded() -> bool: ...
+def linear(
+    x: int,
+    w: int,
+    b: int,
+    y: int,
+    T: int,
+    K: int,
+    N: int,
+    x_bf16: int,
+    b_bf16: int,
+    y_bf16: int,
+    isa: int,
+    nthreads: int,
+    /,
+) -> None: ...

@@ -4,8 +4,19 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "dense.h"
 #include "moe.h"
 #include "pool.h"
+
+static PyObject *raise_rc(int rc) {
+    switch (rc) {
+        case GPTOSS_OK: Py_RETURN_NONE;
+        case GPTOSS_EBADIDX: PyErr_SetString(PyExc_ValueError, "expert index out of range"); return NULL;
+        case GPTOSS_ENOMEM: return PyErr_NoMemory();
+        case GPTOSS_EISA: PyErr_SetString(PyExc_RuntimeError, "this CPU lacks AVX2+FMA (or the build has no AVX2 kernels)"); return NULL;
+        default: PyErr_SetString(PyExc_ValueError, "bad shape: sizes must be positive (H and I multiples of 32; at most 8 tokens for linear)"); return NULL;
+    }
+}
 
 static PyObject *py_moe(PyObject *self, PyObject *args) {
     (void)self;
@@ -38,13 +49,32 @@ static PyObject *py_moe(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     rc = gptoss_moe(&a);
     Py_END_ALLOW_THREADS
-    switch (rc) {
-        case GPTOSS_OK: Py_RETURN_NONE;
-        case GPTOSS_EBADIDX: PyErr_SetString(PyExc_ValueError, "expert index out of range"); return NULL;
-        case GPTOSS_ENOMEM: return PyErr_NoMemory();
-        case GPTOSS_EISA: PyErr_SetString(PyExc_RuntimeError, "this CPU lacks AVX2+FMA (or the build has no AVX2 kernels)"); return NULL;
-        default: PyErr_SetString(PyExc_ValueError, "bad shape: H and I must be positive multiples of 32"); return NULL;
-    }
+    return raise_rc(rc);
+}
+
+static PyObject *py_linear(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long x, w, b, y;
+    long long T, K, N;
+    int x_bf16, b_bf16, y_bf16, isa, nthreads;
+    if (!PyArg_ParseTuple(args, "KKKKLLLiiiii", &x, &w, &b, &y, &T, &K, &N, &x_bf16, &b_bf16, &y_bf16, &isa,
+                          &nthreads))
+        return NULL;
+    gptoss_linear_args a = {
+        .x = (const void *)(uintptr_t)x,
+        .w = (const uint16_t *)(uintptr_t)w,
+        .b = (const void *)(uintptr_t)b,
+        .y = (void *)(uintptr_t)y,
+        .T = T, .K = K, .N = N,
+        .x_bf16 = x_bf16, .b_bf16 = b_bf16, .y_bf16 = y_bf16,
+        .isa = isa,
+        .nthreads = nthreads,
+    };
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = gptoss_linear(&a);
+    Py_END_ALLOW_THREADS
+    return raise_rc(rc);
 }
 
 static PyObject *py_cpu_has_avx2(PyObject *self, PyObject *noargs) {
@@ -59,12 +89,13 @@ static PyObject *py_threaded(PyObject *self, PyObject *noargs) {
 
 static PyMethodDef methods[] = {
     {"moe", py_moe, METH_VARARGS, "moe(pointers..., sizes..., flags...) -> None; see ops/native.py"},
+    {"linear", py_linear, METH_VARARGS, "linear(pointers..., sizes..., flags...) -> None; see ops/native.py"},
     {"cpu_has_avx2", py_cpu_has_avx2, METH_NOARGS, "True when the CPU has AVX2 and FMA and the AVX2 kernels are built"},
     {"threaded", py_threaded, METH_NOARGS, "True when built with threads (else the kernels run on the caller only)"},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "native_ext", "Native MXFP4 MoE kernels", -1, methods};
+static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "native_ext", "Native CPU kernels: MXFP4 MoE experts, dense bf16 projections", -1, methods};
 
 PyMODINIT_FUNC PyInit_native_ext(void) {
     gptoss_init_tables();

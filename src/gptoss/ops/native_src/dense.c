@@ -1,0 +1,188 @@
+/* Dense bf16 projections at memory bandwidth for decode: y[T, N] = x[T, K] @ W[N, K]^T (+ b), few tokens (T).
+ *
+ * W is bf16, row-major as the checkpoint stores it, read in place (it may be a read-only view into a memory-mapped
+ * file). Decode is bound by reading W once, so the job is to stream it at full speed on every thread: rows are cut
+ * into items that the pool's threads claim, and each weight row is used for every token while it is in L1.
+ *
+ * bf16 -> fp32 on AVX2 costs no shuffle: a 256-bit load holds 8 (even, odd) bf16 pairs as 32-bit lanes; `lane << 16`
+ * is the even element as fp32 and `lane & 0xFFFF0000` the odd one. So the (small, per-call) activations are stored
+ * with every 16-group split into its 8 even then 8 odd values; a tail of K % 16 values stays in natural order.
+ * Products accumulate in fp32; the bias is added in fp32 and the result rounded once (to bf16 when asked).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "dense.h"
+#include "moe.h"
+#include "pool.h"
+
+#define ROWS 4 /* weight rows per micro-step: 4 streams of W, and x reused 4 times per load */
+#define TOKS 2 /* tokens per micro-step: 4 x 2 accumulators; more tokens reuse the rows from L1 */
+
+typedef struct {
+    const gptoss_linear_args *a;
+    const float *xp; /* T x K, 16-groups split even/odd */
+    int rows_per_item;
+} job;
+
+static inline float bf16_to_f32(uint16_t h) {
+    const uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline uint16_t f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((u >> 16) | 0x40); /* NaN stays a (quiet) NaN */
+    u += 0x7FFFu + ((u >> 16) & 1u);                                         /* round to nearest, ties to even */
+    return (uint16_t)(u >> 16);
+}
+
+/* Position of element k of a row in the split layout. */
+static inline size_t split_index(size_t K, size_t k) {
+    if (k >= K / 16 * 16) return k;
+    const size_t g = k & ~(size_t)15, i = k & 15;
+    return g + (i & 1) * 8 + (i >> 1);
+}
+
+/* ---- portable kernel ------------------------------------------------------------------------------------ */
+
+static void rows_scalar(const uint16_t *w, size_t K, const float *xp, int T, int nr, float *out /* [nr][T] */) {
+    for (int r = 0; r < nr; r++)
+        for (int j = 0; j < T; j++) {
+            const float *x = xp + (size_t)j * K;
+            float acc = 0.0f;
+            for (size_t k = 0; k < K; k++) acc += bf16_to_f32(w[(size_t)r * K + k]) * x[split_index(K, k)];
+            out[r * T + j] = acc;
+        }
+}
+
+/* ---- AVX2 + FMA kernel (compiled with a target attribute; only called when the CPU has both) ------------- */
+
+#ifdef GPTOSS_HAVE_AVX2_KERNELS
+#include <immintrin.h>
+#define TGT __attribute__((target("avx2,fma")))
+#define AINL __attribute__((always_inline)) inline
+
+static TGT AINL float hsum(__m256 v) {
+    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    a = _mm_add_ss(a, _mm_movehdup_ps(a));
+    return _mm_cvtss_f32(a);
+}
+
+/* NR (1..4) rows against NJ (1..2) tokens; NR and NJ are compile-time constants after inlining. */
+static TGT AINL void micro(const uint16_t *w, size_t K, const float *x, int NR, int NJ, float *out, int ldo) {
+    const __m256i hi = _mm256_set1_epi32((int)0xFFFF0000u);
+    __m256 acc[ROWS][TOKS];
+    for (int r = 0; r < NR; r++)
+        for (int j = 0; j < NJ; j++) acc[r][j] = _mm256_setzero_ps();
+    const size_t K16 = K / 16 * 16;
+    for (size_t k = 0; k < K16; k += 16) {
+        __m256 xe[TOKS], xo[TOKS];
+        for (int j = 0; j < NJ; j++) {
+            xe[j] = _mm256_loadu_ps(x + (size_t)j * K + k);
+            xo[j] = _mm256_loadu_ps(x + (size_t)j * K + k + 8);
+        }
+        for (int r = 0; r < NR; r++) {
+#ifdef PF
+            if (k & 16) _mm_prefetch((const char *)(w + (size_t)r * K + k + PF), _MM_HINT_T0);
+#endif
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(w + (size_t)r * K + k));
+            const __m256 we = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+            const __m256 wo = _mm256_castsi256_ps(_mm256_and_si256(v, hi));
+            for (int j = 0; j < NJ; j++) acc[r][j] = _mm256_fmadd_ps(we, xe[j], _mm256_fmadd_ps(wo, xo[j], acc[r][j]));
+        }
+    }
+    for (int r = 0; r < NR; r++)
+        for (int j = 0; j < NJ; j++) {
+            float s = hsum(acc[r][j]);
+            for (size_t k = K16; k < K; k++) s += bf16_to_f32(w[(size_t)r * K + k]) * x[(size_t)j * K + k];
+            out[r * ldo + j] = s;
+        }
+}
+
+static TGT void rows_avx2(const uint16_t *w, size_t K, const float *xp, int T, int nr, float *out /* [nr][T] */) {
+#ifdef ONEROW
+    if (T == 1) { for (int r = 0; r < nr; r++) micro(w + (size_t)r * K, K, xp, 1, 1, out + r, 1); return; }
+#endif
+    for (int j = 0; j < T; j += TOKS) {
+        const float *x = xp + (size_t)j * K;
+        float *o = out + j;
+        const int two = T - j >= 2;
+        switch (nr * 2 + two) {
+            case 8 + 1: micro(w, K, x, 4, 2, o, T); break;
+            case 8: micro(w, K, x, 4, 1, o, T); break;
+            case 6 + 1: micro(w, K, x, 3, 2, o, T); break;
+            case 6: micro(w, K, x, 3, 1, o, T); break;
+            case 4 + 1: micro(w, K, x, 2, 2, o, T); break;
+            case 4: micro(w, K, x, 2, 1, o, T); break;
+            case 2 + 1: micro(w, K, x, 1, 2, o, T); break;
+            default: micro(w, K, x, 1, 1, o, T); break;
+        }
+    }
+}
+#endif
+
+/* ---- driver ---------------------------------------------------------------------------------------------- */
+
+static void run_item(void *ctx, int phase, int item, int worker) {
+    (void)phase, (void)worker;
+    const job *jb = ctx;
+    const gptoss_linear_args *a = jb->a;
+    const size_t K = (size_t)a->K, N = (size_t)a->N;
+    const int T = (int)a->T;
+    const size_t r_end = (size_t)(item + 1) * jb->rows_per_item < N ? (size_t)(item + 1) * jb->rows_per_item : N;
+    float out[ROWS * GPTOSS_LINEAR_MAX_TOKENS];
+    for (size_t r0 = (size_t)item * jb->rows_per_item; r0 < r_end; r0 += ROWS) {
+        const int nr = r_end - r0 < ROWS ? (int)(r_end - r0) : ROWS;
+        const uint16_t *w = a->w + r0 * K;
+#ifdef GPTOSS_HAVE_AVX2_KERNELS
+        if (a->isa == GPTOSS_ISA_AVX2)
+            rows_avx2(w, K, jb->xp, T, nr, out);
+        else
+#endif
+            rows_scalar(w, K, jb->xp, T, nr, out);
+        for (int r = 0; r < nr; r++) {
+            const float b = a->b == NULL ? 0.0f
+                            : a->b_bf16  ? bf16_to_f32(((const uint16_t *)a->b)[r0 + r])
+                                         : ((const float *)a->b)[r0 + r];
+            for (int j = 0; j < T; j++) {
+                const float v = out[r * T + j] + b;
+                const size_t i = (size_t)j * N + r0 + (size_t)r;
+                if (a->y_bf16)
+                    ((uint16_t *)a->y)[i] = f32_to_bf16(v);
+                else
+                    ((float *)a->y)[i] = v;
+            }
+        }
+    }
+}
+
+int gptoss_linear(const gptoss_linear_args *a) {
+    if (a->T < 1 || a->T > GPTOSS_LINEAR_MAX_TOKENS || a->K < 1 || a->N < 1) return GPTOSS_ESHAPE;
+#ifdef GPTOSS_HAVE_AVX2_KERNELS
+    if (a->isa == GPTOSS_ISA_AVX2 && !gptoss_cpu_has_avx2()) return GPTOSS_EISA;
+#else
+    if (a->isa == GPTOSS_ISA_AVX2) return GPTOSS_EISA;
+#endif
+    const size_t K = (size_t)a->K, T = (size_t)a->T;
+    float *xp = NULL;
+    if (posix_memalign((void **)&xp, 64, T * K * sizeof(float))) return GPTOSS_ENOMEM;
+    for (size_t j = 0; j < T; j++)
+        for (size_t k = 0; k < K; k++)
+            xp[j * K + split_index(K, k)] =
+                a->x_bf16 ? bf16_to_f32(((const uint16_t *)a->x)[j * K + k]) : ((const float *)a->x)[j * K + k];
+    const int nt = a->nthreads > 0 ? a->nthreads : 1;
+    /* About 8 items per thread (so a late or preempted thread costs little), at most 64 rows (~360 KB of W) each. */
+    int rpi = (int)((a->N + (int64_t)nt * 8 - 1) / ((int64_t)nt * 8));
+    rpi = (rpi + ROWS - 1) / ROWS * ROWS;
+    rpi = rpi < ROWS ? ROWS : (rpi > 64 ? 64 : rpi);
+    const job jb = {a, xp, rpi};
+    const int items = (int)((a->N + rpi - 1) / rpi);
+    gptoss_pool_run(nt, 1, &items, run_item, (void *)&jb);
+    free(xp);
+    return GPTOSS_OK;
+}

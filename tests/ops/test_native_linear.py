@@ -1,0 +1,96 @@
+"""Native dense projection (ops/native.linear + native_src/dense.c) against the plain-torch reference.
+
+Needs the extension (CI builds it): a missing build FAILS. Both kernel flavours (AVX2 and the portable scalar
+fallback), the C GEMV (<= LINEAR_MAX_TOKENS tokens) and the fp32 GEMM past it, odd sizes (K not a multiple of 16,
+N not a multiple of 4), with and without a bias, fp32 and bf16 activations, 1 and 2 threads.
+
+Tolerance: the twin is the fp32 product of the same (bf16-exact) values, ref = x @ w^T + b. Native accumulates in fp32
+in another order: |native - ref| <= 1e-5 * (|x| @ |w|^T + |b|) elementwise. A bf16 output adds its one rounding:
++ 2^-8 * |ref|. A wrong row, column, tail element or bias moves an output by O(|x||w|) and fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from gptoss.ops import native, reference
+
+
+@pytest.fixture(autouse=True)
+def _require_extension() -> Iterator[None]:
+    if not native.built():
+        pytest.fail(f"gptoss.ops.native_ext is not built ({native.available()[1]}); run `pip install -e .`")
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(params=["avx2", "scalar"])
+def isa(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "avx2" and not native.available()[0]:
+        pytest.fail(f"AVX2 kernels unavailable on this machine: {native.available()[1]}")
+    monkeypatch.setenv("GPTOSS_NATIVE_ISA", request.param)
+    return str(request.param)
+
+
+def check(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> None:
+    got = native.linear(x, w, b)
+    assert got.dtype == x.dtype and got.shape == (x.shape[0], w.shape[0])
+    ref = reference.linear(x.float(), w.float(), None if b is None else b.float())
+    scale = x.float().abs() @ w.float().abs().T + (0 if b is None else b.float().abs())
+    bound = 1e-5 * scale + (2.0**-8 * ref.abs() if x.dtype == torch.bfloat16 else 0)
+    err = (got.float() - ref).abs()
+    assert (err <= bound).all(), f"max excess {(err - bound).max().item():.3g}"
+
+
+@pytest.mark.parametrize("T", [1, 2, 3, 5, 8, 9, 40])
+@pytest.mark.parametrize("K, N", [(16, 4), (33, 7), (2880, 130), (4100, 13)])
+@pytest.mark.parametrize("act", ["fp32", "bf16"])
+def test_linear_matches_reference(isa: str, T: int, K: int, N: int, act: str) -> None:
+    g = torch.Generator().manual_seed(T * 7919 + K + N)
+    dtype = torch.bfloat16 if act == "bf16" else torch.float32
+    x = torch.randn(T, K, generator=g).to(dtype)
+    w = torch.randn(N, K, generator=g).bfloat16()
+    b = torch.randn(N, generator=g)
+    check(x, w, None)
+    check(x, w, b.bfloat16())  # bf16 bias (the checkpoints')
+    check(x, w, b)  # fp32 bias
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_threads_do_not_change_the_result(isa: str, threads: int) -> None:
+    g = torch.Generator().manual_seed(1)
+    x, w = torch.randn(2, 2880, generator=g).bfloat16(), torch.randn(1001, 2880, generator=g).bfloat16()
+    torch.set_num_threads(1)
+    one = native.linear(x, w)
+    torch.set_num_threads(threads)
+    assert torch.equal(native.linear(x, w), one)
+
+
+def test_special_values_propagate(isa: str) -> None:
+    x = torch.ones(1, 32, dtype=torch.bfloat16)
+    w = torch.ones(3, 32, dtype=torch.bfloat16)
+    w[0, 5], w[1, 31] = float("inf"), float("nan")
+    y = native.linear(x, w).float()
+    assert y[0, 0] == float("inf") and y[0, 1].isnan() and y[0, 2] == 32
+
+
+def test_non_bf16_weights_take_the_torch_path() -> None:
+    x, w, b = torch.randn(1, 40), torch.randn(6, 40), torch.randn(6)
+    torch.testing.assert_close(native.linear(x, w, b), reference.linear(x, w, b))
+
+
+@pytest.mark.parametrize(
+    "x, w, b",
+    [
+        (torch.ones(1, 8), torch.ones(4, 9).bfloat16(), None),
+        (torch.ones(8), torch.ones(4, 8).bfloat16(), None),
+        (torch.ones(1, 8), torch.ones(4, 8).bfloat16(), torch.ones(5)),
+    ],
+)
+def test_mismatched_shapes_are_refused(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> None:
+    with pytest.raises(ValueError, match=r"linear: x .* do not fit \(T, K\) @ \(N, K\)\^T"):
+        native.linear(x, w, b)
