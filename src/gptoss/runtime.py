@@ -10,11 +10,12 @@ import torch
 from gptoss.config import ModelConfig
 from gptoss.errors import InputError
 from gptoss.kv_cache import KVCache
-from gptoss.model import Transformer
+from gptoss.model import Transformer, Weights
+from gptoss.prefault import populate
 from gptoss.sampling import SamplingParams, make_generator, sample
 from gptoss.weights import load_weights, open_checkpoint
 
-PREFILL_CHUNK = 256  # tokens per prefill step: bounds the attention scores' memory on long prompts
+PREFILL_CHUNK = 512  # tokens per prefill step: bounds activation memory on long prompts; 512 keeps the GEMMs efficient
 
 
 class Model:
@@ -121,6 +122,15 @@ def output_budget(prompt_len: int, params: SamplingParams, context_length: int) 
     return room if params.max_tokens is None else params.max_tokens
 
 
+def per_token_tensors(w: Weights) -> Iterator[torch.Tensor]:
+    """Every weight a decoded token may read: all layers (every expert) and the unembedding, not the embedding."""
+    for layer in w.layers:
+        yield from vars(layer.attn).values()
+        yield from vars(layer.moe).values()
+    yield w.norm
+    yield w.unembedding
+
+
 def load(
     path: str | Path,
     device: str | torch.device = "cpu",
@@ -136,4 +146,5 @@ def load(
     if not 0 < limit <= ckpt.config.max_context:
         raise InputError(f"context_length {limit} must be in 1..{ckpt.config.max_context} for this model")
     weights = load_weights(ckpt, dt, dev)
+    populate(per_token_tensors(weights))
     return Model(Transformer(ckpt.config, weights), dev, dt, limit)

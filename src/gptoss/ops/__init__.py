@@ -3,7 +3,8 @@
 GPTOSS_OPS=ref forces the plain-torch reference; GPTOSS_OPS=native requires the native CPU kernels (an error if
 the C extension is not built; on a CPU without AVX2+FMA they run their portable scalar path). The default, auto,
 uses the native kernels when they are built and the CPU has AVX2+FMA, and otherwise falls back to the reference,
-saying so once on stderr. Every backend has the signatures of ops/reference.py.
+saying so once on stderr. Attention takes torch's CPU flash kernel (ops/flash.py) under auto and native alike, as it
+needs no extension. Every backend has the signatures of ops/reference.py.
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ if _requested not in ("auto", "ref", "native"):
     raise ValueError(f"GPTOSS_OPS={_requested!r}: expected 'auto', 'ref' or 'native'")
 
 if _requested != "ref":
-    from gptoss.ops import native
+    from gptoss.ops import flash, native
+
+    if flash.available():
+        attention = flash.attention
 
     _ok, _why = native.available()
     if _requested == "native" and not native.built():

@@ -87,9 +87,6 @@ static TGT AINL void micro(const uint16_t *w, size_t K, const float *x, int NR, 
             xo[j] = _mm256_loadu_ps(x + (size_t)j * K + k + 8);
         }
         for (int r = 0; r < NR; r++) {
-#ifdef PF
-            if (k & 16) _mm_prefetch((const char *)(w + (size_t)r * K + k + PF), _MM_HINT_T0);
-#endif
             const __m256i v = _mm256_loadu_si256((const __m256i *)(w + (size_t)r * K + k));
             const __m256 we = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
             const __m256 wo = _mm256_castsi256_ps(_mm256_and_si256(v, hi));
@@ -105,9 +102,6 @@ static TGT AINL void micro(const uint16_t *w, size_t K, const float *x, int NR, 
 }
 
 static TGT void rows_avx2(const uint16_t *w, size_t K, const float *xp, int T, int nr, float *out /* [nr][T] */) {
-#ifdef ONEROW
-    if (T == 1) { for (int r = 0; r < nr; r++) micro(w + (size_t)r * K, K, xp, 1, 1, out + r, 1); return; }
-#endif
     for (int j = 0; j < T; j += TOKS) {
         const float *x = xp + (size_t)j * K;
         float *o = out + j;
