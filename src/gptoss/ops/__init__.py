@@ -1,10 +1,11 @@
 """One dispatch point for the hot ops. The backend is picked once, at import.
 
-GPTOSS_OPS=ref forces the plain-torch reference; GPTOSS_OPS=native requires the native CPU kernels (an error if
-the C extension is not built; on a CPU without AVX2+FMA they run their portable scalar path). The default, auto,
-uses the native kernels when they are built and the CPU has AVX2+FMA, and otherwise falls back to the reference,
-saying so once on stderr. Attention takes torch's CPU flash kernel (ops/flash.py) under auto and native alike, as it
-needs no extension. Every backend has the signatures of ops/reference.py.
+GPTOSS_OPS=ref forces the plain-torch reference; GPTOSS_OPS=native requires the native CPU kernels (an error if the
+C extension is not built; on a CPU without AVX2+FMA they run their portable scalar path). The default, auto, uses
+the native kernels when they are built and the CPU has AVX2+FMA, and otherwise falls back to the reference, saying
+so once on stderr. Attention over more than a few query tokens takes torch's CPU flash kernel (ops/flash.py) under
+auto and native alike, as it needs no extension; decode steps take the native kernel when it is used. Every backend
+has the signatures of ops/reference.py.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ if _requested != "ref":
     if _ok or _requested == "native":
         moe_experts = native.moe_experts
         linear = native.linear
+        attention = native.attention
         BACKEND = "native"
     else:
         FALLBACK_REASON = _why

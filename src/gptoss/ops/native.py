@@ -8,6 +8,9 @@ them. Only the activations (T x H) are gathered and converted, in C.
 Numerics: activations stay fp32 throughout (bf16 inputs are widened exactly), MXFP4 weights are decoded exactly
 and products are accumulated in fp32, so results match the reference to fp32 rounding (summation order differs).
 
+`attention` runs decode steps (up to ATTENTION_MAX_TOKENS queries) in C, one work item per (token, KV head);
+longer chunks go to ops/flash.py (torch's flash kernel), or the reference where this torch has none.
+
 `linear` streams a bf16 weight (N, K) once for up to LINEAR_MAX_TOKENS tokens (decode is bound by that read); more
 tokens are compute-bound and go to torch's fp32 GEMM on the weight widened to fp32 in slices of rows.
 
@@ -24,6 +27,7 @@ from types import ModuleType
 import torch
 
 from gptoss.mxfp4 import BLOCK
+from gptoss.ops import flash, reference
 
 _ext: ModuleType | None
 try:
@@ -170,3 +174,43 @@ def _linear_gemm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> to
         else:
             torch.addmm(b[rows].float(), xf, w[rows].float().T, out=y[:, rows])
     return y.to(x.dtype)
+
+
+# Past this many query tokens the C loop (one (token, KV head) per work item, scalar softmax) loses to the flash kernel.
+ATTENTION_MAX_TOKENS = 4
+
+
+def attention(
+    q: torch.Tensor,  # (T, Hq, D) queries, rotary applied
+    k: torch.Tensor,  # (S, Hkv, D) keys (cached + new), rotary applied
+    v: torch.Tensor,  # (S, Hkv, D)
+    sinks: torch.Tensor,  # (Hq,) learned sink logits
+    q_pos: torch.Tensor,  # (T,) int64 absolute positions of the queries
+    k_pos: torch.Tensor,  # (S,) int64 absolute positions of the keys; -1 marks an empty cache slot
+    window: int,  # 0 = full causal; W > 0 = each query sees its last W positions (itself included)
+    scale: float,
+) -> torch.Tensor:  # (T, Hq*D) in q.dtype
+    if _ext is None:
+        raise RuntimeError(f"gptoss native kernels unavailable: {available()[1]}")
+    T, Hq, D = q.shape
+    S, Hkv = k.shape[0], k.shape[1]
+    if k.shape != (S, Hkv, D) or v.shape != k.shape or Hq % Hkv or sinks.shape != (Hq,):
+        raise ValueError(f"attention: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} do not fit GQA")
+    if q_pos.shape != (T,) or k_pos.shape != (S,):
+        raise ValueError(f"attention: q_pos {tuple(q_pos.shape)} / k_pos {tuple(k_pos.shape)} do not match q / k")
+    if T > ATTENTION_MAX_TOKENS:
+        return (flash.attention if flash.available() else reference.attention)(
+            q, k, v, sinks, q_pos, k_pos, window, scale
+        )
+    qc, kc, vc = _fp32_or_bf16(q), _fp32_or_bf16(k), _fp32_or_bf16(v)
+    if kc.dtype != vc.dtype:
+        kc, vc = kc.float(), vc.float()
+    s = sinks.float().contiguous()
+    qp, kp = q_pos.to(torch.int64).contiguous(), k_pos.to(torch.int64).contiguous()
+    out = torch.empty(T, Hq * D, dtype=q.dtype if q.dtype in (torch.float32, torch.bfloat16) else torch.float32)
+    _ext.attention(
+        qc.data_ptr(), kc.data_ptr(), vc.data_ptr(), s.data_ptr(), qp.data_ptr(), kp.data_ptr(), out.data_ptr(),
+        T, S, Hq, Hkv, D, window, float(scale), qc.dtype == torch.bfloat16, kc.dtype == torch.bfloat16,
+        out.dtype == torch.bfloat16, _isa(), torch.get_num_threads(),
+    )  # fmt: skip
+    return out.to(q.dtype)

@@ -4,6 +4,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "attention.h"
 #include "dense.h"
 #include "moe.h"
 #include "pool.h"
@@ -14,7 +15,7 @@ static PyObject *raise_rc(int rc) {
         case GPTOSS_EBADIDX: PyErr_SetString(PyExc_ValueError, "expert index out of range"); return NULL;
         case GPTOSS_ENOMEM: return PyErr_NoMemory();
         case GPTOSS_EISA: PyErr_SetString(PyExc_RuntimeError, "this CPU lacks AVX2+FMA (or the build has no AVX2 kernels)"); return NULL;
-        default: PyErr_SetString(PyExc_ValueError, "bad shape: sizes must be positive (H and I multiples of 32; at most 8 tokens for linear)"); return NULL;
+        default: PyErr_SetString(PyExc_ValueError, "bad shape: sizes must be positive (H and I multiples of 32; at most 8 tokens for linear; Hq a multiple of Hkv)"); return NULL;
     }
 }
 
@@ -77,6 +78,36 @@ static PyObject *py_linear(PyObject *self, PyObject *args) {
     return raise_rc(rc);
 }
 
+static PyObject *py_attention(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long q, k, v, sinks, qpos, kpos, out;
+    long long T, S, Hq, Hkv, D, window;
+    float scale;
+    int q_bf16, kv_bf16, out_bf16, isa, nthreads;
+    if (!PyArg_ParseTuple(args, "KKKKKKKLLLLLLfiiiii", &q, &k, &v, &sinks, &qpos, &kpos, &out, &T, &S, &Hq, &Hkv, &D,
+                          &window, &scale, &q_bf16, &kv_bf16, &out_bf16, &isa, &nthreads))
+        return NULL;
+    gptoss_attention_args a = {
+        .q = (const void *)(uintptr_t)q,
+        .k = (const void *)(uintptr_t)k,
+        .v = (const void *)(uintptr_t)v,
+        .sinks = (const float *)(uintptr_t)sinks,
+        .q_pos = (const int64_t *)(uintptr_t)qpos,
+        .k_pos = (const int64_t *)(uintptr_t)kpos,
+        .out = (void *)(uintptr_t)out,
+        .T = T, .S = S, .Hq = Hq, .Hkv = Hkv, .D = D, .window = window,
+        .scale = scale,
+        .q_bf16 = q_bf16, .kv_bf16 = kv_bf16, .out_bf16 = out_bf16,
+        .isa = isa,
+        .nthreads = nthreads,
+    };
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = gptoss_attention(&a);
+    Py_END_ALLOW_THREADS
+    return raise_rc(rc);
+}
+
 static PyObject *py_cpu_has_avx2(PyObject *self, PyObject *noargs) {
     (void)self, (void)noargs;
     return PyBool_FromLong(gptoss_cpu_has_avx2());
@@ -90,12 +121,13 @@ static PyObject *py_threaded(PyObject *self, PyObject *noargs) {
 static PyMethodDef methods[] = {
     {"moe", py_moe, METH_VARARGS, "moe(pointers..., sizes..., flags...) -> None; see ops/native.py"},
     {"linear", py_linear, METH_VARARGS, "linear(pointers..., sizes..., flags...) -> None; see ops/native.py"},
+    {"attention", py_attention, METH_VARARGS, "attention(pointers..., sizes..., flags...) -> None; see ops/native.py"},
     {"cpu_has_avx2", py_cpu_has_avx2, METH_NOARGS, "True when the CPU has AVX2 and FMA and the AVX2 kernels are built"},
     {"threaded", py_threaded, METH_NOARGS, "True when built with threads (else the kernels run on the caller only)"},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "native_ext", "Native CPU kernels: MXFP4 MoE experts, dense bf16 projections", -1, methods};
+static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "native_ext", "Native CPU kernels: MXFP4 MoE experts, dense bf16 projections, decode attention", -1, methods};
 
 PyMODINIT_FUNC PyInit_native_ext(void) {
     gptoss_init_tables();
