@@ -42,7 +42,8 @@ def ring_positions(S: int, window: int, end: int) -> torch.Tensor:
 @pytest.mark.parametrize("Hq, Hkv", [(4, 4), (4, 2), (16, 2)])
 @pytest.mark.parametrize("D", [16, 12])
 @pytest.mark.parametrize(
-    "T, cached, window", [(1, 0, 0), (1, 40, 0), (3, 5, 0), (7, 0, 0), (33, 20, 0), (1, 9, 8), (2, 3, 8), (17, 30, 8)]
+    "T, cached, window",
+    [(1, 0, 0), (1, 40, 0), (3, 5, 0), (7, 0, 0), (33, 20, 0), (1, 9, 8), (2, 3, 8), (17, 30, 8), (20, 3, 8)],
 )
 def test_matches_reference(
     impl: Attention, dtype: torch.dtype, Hq: int, Hkv: int, D: int, T: int, cached: int, window: int

