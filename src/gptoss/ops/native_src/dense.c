@@ -16,8 +16,8 @@
 #include "moe.h"
 #include "pool.h"
 
-#define ROWS 4 /* weight rows per micro-step: 4 streams of W, and x reused 4 times per load */
-#define TOKS 2 /* tokens per micro-step: 4 x 2 accumulators; more tokens reuse the rows from L1 */
+#define ROWS 8 /* weight rows per micro-step for one token: 8 streams of W in flight (~10 % faster than 4) */
+#define TOKS 2 /* tokens per micro-step (then 4 rows: 4 x 2 accumulators); more tokens reuse the rows from L1 */
 
 typedef struct {
     const gptoss_linear_args *a;
@@ -73,7 +73,7 @@ static TGT AINL float hsum(__m256 v) {
     return _mm_cvtss_f32(a);
 }
 
-/* NR (1..4) rows against NJ (1..2) tokens; NR and NJ are compile-time constants after inlining. */
+/* NR (1, 4 or 8) rows against NJ (1..2) tokens; NR and NJ are compile-time constants after inlining. */
 static TGT AINL void micro(const uint16_t *w, size_t K, const float *x, int NR, int NJ, float *out, int ldo) {
     const __m256i hi = _mm256_set1_epi32((int)0xFFFF0000u);
     __m256 acc[ROWS][TOKS];
@@ -105,16 +105,14 @@ static TGT void rows_avx2(const uint16_t *w, size_t K, const float *xp, int T, i
     for (int j = 0; j < T; j += TOKS) {
         const float *x = xp + (size_t)j * K;
         float *o = out + j;
-        const int two = T - j >= 2;
-        switch (nr * 2 + two) {
-            case 8 + 1: micro(w, K, x, 4, 2, o, T); break;
-            case 8: micro(w, K, x, 4, 1, o, T); break;
-            case 6 + 1: micro(w, K, x, 3, 2, o, T); break;
-            case 6: micro(w, K, x, 3, 1, o, T); break;
-            case 4 + 1: micro(w, K, x, 2, 2, o, T); break;
-            case 4: micro(w, K, x, 2, 1, o, T); break;
-            case 2 + 1: micro(w, K, x, 1, 2, o, T); break;
-            default: micro(w, K, x, 1, 1, o, T); break;
+        int r = 0;
+        if (T - j >= 2) {
+            for (; r + 4 <= nr; r += 4) micro(w + (size_t)r * K, K, x, 4, 2, o + r * T, T);
+            for (; r < nr; r++) micro(w + (size_t)r * K, K, x, 1, 2, o + r * T, T);
+        } else {
+            for (; r + 8 <= nr; r += 8) micro(w + (size_t)r * K, K, x, 8, 1, o + r * T, T);
+            for (; r + 4 <= nr; r += 4) micro(w + (size_t)r * K, K, x, 4, 1, o + r * T, T);
+            for (; r < nr; r++) micro(w + (size_t)r * K, K, x, 1, 1, o + r * T, T);
         }
     }
 }
@@ -170,7 +168,8 @@ int gptoss_linear(const gptoss_linear_args *a) {
             xp[j * K + split_index(K, k)] =
                 a->x_bf16 ? bf16_to_f32(((const uint16_t *)a->x)[j * K + k]) : ((const float *)a->x)[j * K + k];
     const int nt = a->nthreads > 0 ? a->nthreads : 1;
-    /* About 8 items per thread (so a late or preempted thread costs little), at most 64 rows (~360 KB of W) each. */
+    /* About 8 items per thread (so a late or preempted thread costs little), at most 64 rows (~360 KB of W) each:
+     * larger items measured slower (the two threads' streams drift apart in DRAM). */
     int rpi = (int)((a->N + (int64_t)nt * 8 - 1) / ((int64_t)nt * 8));
     rpi = (rpi + ROWS - 1) / ROWS * ROWS;
     rpi = rpi < ROWS ? ROWS : (rpi > 64 ? 64 : rpi);
