@@ -94,3 +94,14 @@ def test_non_bf16_weights_take_the_torch_path() -> None:
 def test_mismatched_shapes_are_refused(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> None:
     with pytest.raises(ValueError, match=r"linear: x .* do not fit \(T, K\) @ \(N, K\)\^T"):
         native.linear(x, w, b)
+
+
+def test_gemm_in_several_weight_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Past LINEAR_MAX_TOKENS the weight is widened a slice of rows at a time into a reused buffer: 3 rows per slice
+    # here, so 13 rows take 5 slices (the last one short) and the buffer is reused across calls of other shapes.
+    g = torch.Generator().manual_seed(4)
+    for K in (40, 24):
+        monkeypatch.setattr(native, "LINEAR_SLICE_VALUES", 3 * K)
+        x, w, b = torch.randn(20, K, generator=g), torch.randn(13, K, generator=g).bfloat16(), torch.randn(13)
+        check(x, w, b)
+        check(x.bfloat16(), w, None)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import threading
 from types import ModuleType
 
 import torch
@@ -135,10 +136,13 @@ def moe_experts(
     return out if x.dtype == torch.float32 else out.to(x.dtype)
 
 
-# The C GEMV's token limit (dense.h); past it, the weight is widened to fp32 LINEAR_SLICE_ROWS rows at a time (~90 MB
-# for K = 2880) and multiplied with torch's fp32 GEMM, which on this class of CPU is ~6x its bf16 GEMM.
+# The C GEMV's token limit (dense.h); past it, the weight is widened to fp32 a slice of rows at a time (at most
+# LINEAR_SLICE_VALUES values: 64 MB, so gpt-oss's q/k/v/o are one slice each) and multiplied with torch's fp32 GEMM,
+# which on this class of CPU is ~6x its bf16 GEMM. The slice buffer is kept per thread: widening into a fresh
+# allocation costs 7x more (its pages fault in on every call).
 LINEAR_MAX_TOKENS = 8
-LINEAR_SLICE_ROWS = 8192
+LINEAR_SLICE_VALUES = 16 << 20
+_scratch = threading.local()
 
 
 def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
@@ -165,14 +169,20 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> t
 
 
 def _linear_gemm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    N, K = w.shape
+    step = max(1, min(N, LINEAR_SLICE_VALUES // K))
+    buf: torch.Tensor | None = getattr(_scratch, "buf", None)
+    if buf is None or buf.numel() < step * K:
+        buf = _scratch.buf = torch.empty(step * K, dtype=torch.float32)
     xf = x.float()
-    y = torch.empty(x.shape[0], w.shape[0], dtype=torch.float32)
-    for r in range(0, w.shape[0], LINEAR_SLICE_ROWS):
-        rows = slice(r, r + LINEAR_SLICE_ROWS)
+    y = torch.empty(x.shape[0], N, dtype=torch.float32)
+    for r in range(0, N, step):
+        n = min(step, N - r)
+        wf = buf[: n * K].view(n, K).copy_(w[r : r + n])
         if b is None:
-            torch.mm(xf, w[rows].float().T, out=y[:, rows])
+            torch.mm(xf, wf.T, out=y[:, r : r + n])
         else:
-            torch.addmm(b[rows].float(), xf, w[rows].float().T, out=y[:, rows])
+            torch.addmm(b[r : r + n].float(), xf, wf.T, out=y[:, r : r + n])
     return y.to(x.dtype)
 
 
