@@ -1,4 +1,4 @@
-"""Builds the optional native MXFP4 MoE kernels (the `gptoss.ops.native_ext` C extension).
+"""Builds the optional native CPU kernels (the `gptoss.ops.native_ext` C extension).
 
 Metadata lives in pyproject.toml; this file only adds the extension. The build is optional: when the compiler is
 missing or fails, installation still succeeds and gptoss runs on the plain-torch reference ops (ops/__init__.py
@@ -16,7 +16,10 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 SRC = Path("src/gptoss/ops/native_src")
-SOURCES = [str(SRC / f) for f in ("module.c", "moe.c", "dense.c", "attention.c", "pool.c", "kernels_scalar.c", "kernels_avx2.c")]
+SOURCES = [
+    str(SRC / f)
+    for f in ("module.c", "moe.c", "dense.c", "attention.c", "pool.c", "kernels_scalar.c", "kernels_avx2.c")
+]
 
 
 def _say(msg: str) -> None:
@@ -33,7 +36,7 @@ class OptionalBuildExt(build_ext):
             super().run()
         except Exception as e:  # e.g. no C compiler at all, or (editable) nothing to copy after a failed build
             if not self.failed:
-                _say(f"could not build the native MXFP4 kernels ({e}); gptoss will use the reference ops")
+                _say(f"could not build the native CPU kernels ({e}); gptoss will use the reference ops")
 
     def build_extension(self, ext: Extension) -> None:
         unix = self.compiler.compiler_type == "unix"
@@ -56,7 +59,7 @@ class OptionalBuildExt(build_ext):
                 _say("built the native kernels without threads: they will run single-threaded")
             return
         self.failed = True
-        _say(f"could not build the native MXFP4 kernels ({err}); gptoss will use the reference ops")
+        _say(f"could not build the native CPU kernels ({err}); gptoss will use the reference ops")
 
 
 ext_modules = []
