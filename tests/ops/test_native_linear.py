@@ -105,3 +105,13 @@ def test_gemm_in_several_weight_slices(monkeypatch: pytest.MonkeyPatch) -> None:
         x, w, b = torch.randn(20, K, generator=g), torch.randn(13, K, generator=g).bfloat16(), torch.randn(13)
         check(x, w, b)
         check(x.bfloat16(), w, None)
+
+
+def test_gemm_inside_and_outside_inference_mode() -> None:
+    # The reused weight buffer must work whichever mode made it (a model run is in inference mode, tests are not).
+    x, w = torch.randn(12, 32), torch.randn(5, 32).bfloat16()
+    with torch.inference_mode():
+        check(x, w, None)
+    check(x, w, None)
+    with torch.inference_mode():
+        check(x, w, None)

@@ -171,9 +171,12 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> t
 def _linear_gemm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
     N, K = w.shape
     step = max(1, min(N, LINEAR_SLICE_VALUES // K))
-    buf: torch.Tensor | None = getattr(_scratch, "buf", None)
+    # One buffer per mode: a tensor made under torch.inference_mode cannot be written outside it.
+    key = "inference" if torch.is_inference_mode_enabled() else "normal"
+    buf: torch.Tensor | None = getattr(_scratch, key, None)
     if buf is None or buf.numel() < step * K:
-        buf = _scratch.buf = torch.empty(step * K, dtype=torch.float32)
+        buf = torch.empty(step * K, dtype=torch.float32)
+        setattr(_scratch, key, buf)
     xf = x.float()
     y = torch.empty(x.shape[0], N, dtype=torch.float32)
     for r in range(0, N, step):
