@@ -4,8 +4,9 @@ Read this file to know what gpt-oss computes. Per layer: RMSNorm -> attention (G
 logit per head, a 128-token band on sliding layers) -> residual; RMSNorm -> router (top-k, then softmax over the k)
 -> MXFP4 experts with clamped SwiGLU -> residual. Then a final RMSNorm and the unembedding.
 
-The two hot spots, the attention core and the expert MLPs, go through `gptoss.ops`, whose plain-torch forms
-(ops/reference.py) hold the rest of the math (the sink softmax, the interleaved SwiGLU with its +1 and clamp).
+The hot ops (RMSNorm, the rotary embedding, the projections, the attention core and the expert MLPs) go through
+`gptoss.ops`, whose plain-torch forms (ops/reference.py) hold the rest of the math (the sink softmax, the interleaved
+SwiGLU with its +1 and clamp).
 Nothing about speed lives here: kernels, caches policy and threading are chosen outside.
 """
 
@@ -62,12 +63,6 @@ class Weights:
     unembedding: torch.Tensor  # (V, H)
 
 
-def rms_norm(x: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
-    t = x.float()
-    t = t * torch.rsqrt(t.pow(2).mean(dim=-1, keepdim=True) + eps)
-    return (t * scale).to(x.dtype)
-
-
 class Rope:
     """YaRN-scaled rotary embedding: per-dimension blend of original and 1/factor frequencies, and a
     'concentration' factor 0.1*ln(factor)+1 multiplied into both cos and sin (so q.k scales by its square)."""
@@ -91,13 +86,6 @@ class Rope:
         angles = positions.float()[:, None] * self.inv_freq[None, :]  # (T, D/2)
         return torch.cos(angles) * self.concentration, torch.sin(angles) * self.concentration
 
-    @staticmethod
-    def apply(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        # Half-split ("NeoX") rotation: dimension j pairs with j + D/2.
-        x1, x2 = x.float().chunk(2, dim=-1)  # (T, heads, D/2) each
-        c, s = cos[:, None, :], sin[:, None, :]
-        return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1).to(x.dtype)
-
 
 class Transformer:
     def __init__(self, cfg: ModelConfig, weights: Weights) -> None:
@@ -114,7 +102,7 @@ class Transformer:
         for i, layer in enumerate(self.w.layers):
             x = x + self.attention(x, layer.attn, i, positions, cos, sin, cache)
             x = x + self.moe(x, layer.moe)
-        return rms_norm(x, self.w.norm, self.cfg.rms_norm_eps)
+        return ops.rms_norm(x, self.w.norm, self.cfg.rms_norm_eps)
 
     def unembed(self, h: torch.Tensor) -> torch.Tensor:
         return ops.linear(h, self.w.unembedding).float()  # (T, V), no bias, no softcap
@@ -130,11 +118,11 @@ class Transformer:
         cache: KVCache | None,
     ) -> torch.Tensor:
         cfg, T = self.cfg, x.shape[0]
-        t = rms_norm(x, a.norm, cfg.rms_norm_eps)
+        t = ops.rms_norm(x, a.norm, cfg.rms_norm_eps)
         q = ops.linear(t, a.wq, a.bq).view(T, cfg.num_attention_heads, cfg.head_dim)  # (T, Hq, D)
         k = ops.linear(t, a.wk, a.bk).view(T, cfg.num_key_value_heads, cfg.head_dim)  # (T, Hkv, D)
         v = ops.linear(t, a.wv, a.bv).view(T, cfg.num_key_value_heads, cfg.head_dim)  # (T, Hkv, D)
-        q, k = Rope.apply(q, cos, sin), Rope.apply(k, cos, sin)
+        q, k = ops.rope(q, cos, sin), ops.rope(k, cos, sin)  # half-split: j pairs with j + D/2
         k_pos = positions
         if cache is not None:
             k, v, k_pos = cache.layers[layer].update(k, v, positions)  # (S, Hkv, D), (S,)
@@ -144,7 +132,7 @@ class Transformer:
 
     def moe(self, x: torch.Tensor, m: MoEWeights) -> torch.Tensor:
         cfg = self.cfg
-        t = rms_norm(x, m.norm, cfg.rms_norm_eps)
+        t = ops.rms_norm(x, m.norm, cfg.rms_norm_eps)
         g = ops.linear(t, m.router_w, m.router_b).float()  # (T, E)
         # Top-k first, then a softmax over only the k selected logits.
         vals, idx = torch.topk(g, cfg.experts_per_token, dim=-1, sorted=True)  # (T, k)

@@ -26,7 +26,7 @@ from gptoss.ops import native, reference
 from tests.conftest import PARITY_CONFIGS
 
 CHUNKS = [7, 1, 1, 3, 1, 12, 1, 1, 1, 2, 1, 40, 1, 1]  # 73 tokens: past every config's window and first context
-OPS = ("linear", "attention", "moe_experts")
+OPS = ("linear", "attention", "moe_experts", "rms_norm", "rope")
 
 
 @pytest.fixture(autouse=True)

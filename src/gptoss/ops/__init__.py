@@ -17,6 +17,8 @@ from gptoss.ops import reference
 
 attention = reference.attention
 linear = reference.linear
+rms_norm = reference.rms_norm
+rope = reference.rope
 moe_experts = reference.moe_experts
 swiglu = reference.swiglu
 BACKEND = "ref"
@@ -39,6 +41,8 @@ if _requested != "ref":
         moe_experts = native.moe_experts
         linear = native.linear
         attention = native.attention
+        rms_norm = native.rms_norm
+        rope = native.rope
         BACKEND = "native"
     else:
         FALLBACK_REASON = _why

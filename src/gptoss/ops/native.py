@@ -1,7 +1,7 @@
-"""Native CPU kernels (the C extension gptoss.ops.native_ext): the MoE experts on packed MXFP4 weights, and the
-dense bf16 projections of decode.
+"""Native CPU kernels (the C extension gptoss.ops.native_ext): the MoE experts on packed MXFP4 weights, the
+dense bf16 projections of decode, decode attention, RMSNorm and the rotary embedding.
 
-`moe_experts` and `linear` have exactly the signatures of reference.moe_experts and reference.linear. The weights are
+Every function here has exactly the signature of its namesake in ops/reference.py. The weights are
 read in place (they may be read-only views into memory-mapped safetensors files): nothing here copies or repacks
 them. Only the activations (T x H) are gathered and converted, in C.
 
@@ -10,6 +10,9 @@ and products are accumulated in fp32, so results match the reference to fp32 rou
 
 `attention` runs decode steps (up to ATTENTION_MAX_TOKENS queries) in C, one work item per (token, KV head);
 longer chunks go to ops/flash.py (torch's flash kernel), or the reference where this torch has none.
+
+`rms_norm` and `rope` replace ~8 small torch ops each (most of a decode step's per-layer overhead) with one C
+call, same math and rounding points (fp32 inside, one rounding to the output dtype).
 
 `linear` streams a bf16 weight (N, K) once for up to LINEAR_MAX_TOKENS tokens (decode is bound by that read); more
 tokens are compute-bound and go to torch's fp32 GEMM on the weight widened to fp32 in slices of rows.
@@ -227,3 +230,39 @@ def attention(
         out.dtype == torch.bfloat16, _isa(), torch.get_num_threads(),
     )  # fmt: skip
     return out.to(q.dtype)
+
+
+def rms_norm(x: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:  # (..., H) in x.dtype
+    if _ext is None:
+        raise RuntimeError(f"gptoss native kernels unavailable: {available()[1]}")
+    H = x.shape[-1] if x.dim() else 0
+    if x.dim() == 0 or scale.shape != (H,):
+        raise ValueError(f"rms_norm: x {tuple(x.shape)} and scale {tuple(scale.shape)}: expected (..., H) and (H,)")
+    if x.dtype not in (torch.float32, torch.bfloat16) or H == 0:
+        return reference.rms_norm(x, scale, eps)
+    xc, s = x.contiguous(), scale.float().contiguous()
+    y = torch.empty_like(xc)
+    bf16 = xc.dtype == torch.bfloat16
+    _ext.rms_norm(xc.data_ptr(), s.data_ptr(), y.data_ptr(), xc.numel() // H, H, float(eps), bf16, bf16,
+                  torch.get_num_threads())  # fmt: skip
+    return y
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:  # (T, heads, D) in x.dtype
+    if _ext is None:
+        raise RuntimeError(f"gptoss native kernels unavailable: {available()[1]}")
+    if x.dim() != 3 or x.shape[2] % 2 or cos.shape != (x.shape[0], x.shape[2] // 2) or sin.shape != cos.shape:
+        raise ValueError(
+            f"rope: x {tuple(x.shape)}, cos {tuple(cos.shape)}, sin {tuple(sin.shape)}: expected (T, heads, D) with "
+            "D even and (T, D/2) angles"
+        )
+    if x.dtype not in (torch.float32, torch.bfloat16) or x.numel() == 0:
+        return reference.rope(x, cos, sin)
+    T, heads, D = x.shape
+    # Rows may sit apart (a view into a wider projection output); inside a row, heads must be packed.
+    xc = x if x.stride(2) == 1 and x.stride(1) == D else x.contiguous()
+    c, s = cos.float().contiguous(), sin.float().contiguous()
+    y = torch.empty(T, heads, D, dtype=x.dtype)
+    _ext.rope(xc.data_ptr(), c.data_ptr(), s.data_ptr(), y.data_ptr(), T, heads, D, xc.stride(0),
+              xc.dtype == torch.bfloat16, torch.get_num_threads())  # fmt: skip
+    return y

@@ -64,3 +64,9 @@ def attention(
     nthreads: int,
     /,
 ) -> None: ...
+def rms_norm(
+    x: int, scale: int, y: int, T: int, H: int, eps: float, x_bf16: int, y_bf16: int, nthreads: int, /
+) -> None: ...
+def rope(
+    x: int, cos: int, sin: int, y: int, T: int, heads: int, D: int, x_stride: int, bf16: int, nthreads: int, /
+) -> None: ...

@@ -18,6 +18,20 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> t
     return F.linear(x, w, b)  # (T, out) = x @ w.T + b
 
 
+def rms_norm(x: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
+    t = x.float()
+    t = t * torch.rsqrt(t.pow(2).mean(dim=-1, keepdim=True) + eps)
+    return (t * scale).to(x.dtype)  # (..., H)
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding of x (T, heads, D) by angles with cos, sin (T, D/2), half-split ("NeoX") pairing:
+    dimension j rotates with j + D/2."""
+    x1, x2 = x.float().chunk(2, dim=-1)  # (T, heads, D/2) each
+    c, s = cos[:, None, :], sin[:, None, :]
+    return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1).to(x.dtype)
+
+
 def swiglu(h: torch.Tensor, limit: float) -> torch.Tensor:
     """GPT-OSS's clamped SwiGLU: gate and linear halves are interleaved (even = gate, odd = linear), +1 on linear."""
     x_glu, x_lin = h[..., 0::2], h[..., 1::2]  # (..., I) each

@@ -11,27 +11,9 @@
 #include <string.h>
 
 #include "attention.h"
+#include "bf16.h"
 #include "moe.h"
 #include "pool.h"
-
-static inline float bf16_to_f32(uint16_t h) {
-    const uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-static inline uint16_t f32_to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((u >> 16) | 0x40);
-    u += 0x7FFFu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-static inline float load_val(const void *p, size_t i, int bf16) {
-    return bf16 ? bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
-}
 
 /* Keys of one KV head sit a whole cache slot apart (Hkv * D values): a stride the hardware prefetcher does not
  * follow well, and the score and accumulate loops have little else to hide a miss behind. So rows are prefetched

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "dense.h"
+#include "bf16.h"
 #include "moe.h"
 #include "pool.h"
 
@@ -24,21 +25,6 @@ typedef struct {
     const float *xp; /* T x K, 16-groups split even/odd */
     int rows_per_item;
 } job;
-
-static inline float bf16_to_f32(uint16_t h) {
-    const uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-static inline uint16_t f32_to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((u >> 16) | 0x40); /* NaN stays a (quiet) NaN */
-    u += 0x7FFFu + ((u >> 16) & 1u);                                         /* round to nearest, ties to even */
-    return (uint16_t)(u >> 16);
-}
 
 /* Position of element k of a row in the split layout. */
 static inline size_t split_index(size_t K, size_t k) {

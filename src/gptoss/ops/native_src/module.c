@@ -7,6 +7,7 @@
 #include "attention.h"
 #include "dense.h"
 #include "moe.h"
+#include "norm.h"
 #include "pool.h"
 
 static PyObject *raise_rc(int rc) {
@@ -15,7 +16,7 @@ static PyObject *raise_rc(int rc) {
         case GPTOSS_EBADIDX: PyErr_SetString(PyExc_ValueError, "expert index out of range"); return NULL;
         case GPTOSS_ENOMEM: return PyErr_NoMemory();
         case GPTOSS_EISA: PyErr_SetString(PyExc_RuntimeError, "this CPU lacks AVX2+FMA (or the build has no AVX2 kernels)"); return NULL;
-        default: PyErr_SetString(PyExc_ValueError, "bad shape: sizes must be positive (H and I multiples of 32; at most 8 tokens for linear; Hq a multiple of Hkv)"); return NULL;
+        default: PyErr_SetString(PyExc_ValueError, "bad shape: sizes must be positive (H and I multiples of 32; at most 8 tokens for linear; Hq a multiple of Hkv; head_dim even)"); return NULL;
     }
 }
 
@@ -108,6 +109,51 @@ static PyObject *py_attention(PyObject *self, PyObject *args) {
     return raise_rc(rc);
 }
 
+static PyObject *py_rms_norm(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long x, scale, y;
+    long long T, H;
+    float eps;
+    int x_bf16, y_bf16, nthreads;
+    if (!PyArg_ParseTuple(args, "KKKLLfiii", &x, &scale, &y, &T, &H, &eps, &x_bf16, &y_bf16, &nthreads)) return NULL;
+    gptoss_rms_norm_args a = {
+        .x = (const void *)(uintptr_t)x,
+        .scale = (const float *)(uintptr_t)scale,
+        .y = (void *)(uintptr_t)y,
+        .T = T, .H = H, .eps = eps,
+        .x_bf16 = x_bf16, .y_bf16 = y_bf16,
+        .nthreads = nthreads,
+    };
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = gptoss_rms_norm(&a);
+    Py_END_ALLOW_THREADS
+    return raise_rc(rc);
+}
+
+static PyObject *py_rope(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long x, cos, sin, y;
+    long long T, heads, D, stride;
+    int bf16, nthreads;
+    if (!PyArg_ParseTuple(args, "KKKKLLLLii", &x, &cos, &sin, &y, &T, &heads, &D, &stride, &bf16, &nthreads))
+        return NULL;
+    gptoss_rope_args a = {
+        .x = (const void *)(uintptr_t)x,
+        .cos = (const float *)(uintptr_t)cos,
+        .sin = (const float *)(uintptr_t)sin,
+        .y = (void *)(uintptr_t)y,
+        .T = T, .heads = heads, .D = D, .x_stride = stride,
+        .bf16 = bf16,
+        .nthreads = nthreads,
+    };
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = gptoss_rope(&a);
+    Py_END_ALLOW_THREADS
+    return raise_rc(rc);
+}
+
 static PyObject *py_cpu_has_avx2(PyObject *self, PyObject *noargs) {
     (void)self, (void)noargs;
     return PyBool_FromLong(gptoss_cpu_has_avx2());
@@ -122,12 +168,14 @@ static PyMethodDef methods[] = {
     {"moe", py_moe, METH_VARARGS, "moe(pointers..., sizes..., flags...) -> None; see ops/native.py"},
     {"linear", py_linear, METH_VARARGS, "linear(pointers..., sizes..., flags...) -> None; see ops/native.py"},
     {"attention", py_attention, METH_VARARGS, "attention(pointers..., sizes..., flags...) -> None; see ops/native.py"},
+    {"rms_norm", py_rms_norm, METH_VARARGS, "rms_norm(pointers..., sizes..., flags...) -> None; see ops/native.py"},
+    {"rope", py_rope, METH_VARARGS, "rope(pointers..., sizes..., flags...) -> None; see ops/native.py"},
     {"cpu_has_avx2", py_cpu_has_avx2, METH_NOARGS, "True when the CPU has AVX2 and FMA and the AVX2 kernels are built"},
     {"threaded", py_threaded, METH_NOARGS, "True when built with threads (else the kernels run on the caller only)"},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "native_ext", "Native CPU kernels: MXFP4 MoE experts, dense bf16 projections, decode attention", -1, methods};
+static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "native_ext", "Native CPU kernels: MXFP4 MoE experts, dense bf16 projections, decode attention, RMSNorm, rotary embedding", -1, methods};
 
 PyMODINIT_FUNC PyInit_native_ext(void) {
     gptoss_init_tables();

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf16.h"
 #include "moe.h"
 #include "pool.h"
 
@@ -59,17 +60,6 @@ typedef struct {
     size_t xoff;  /* its activations: npad * H values at this offset in the fp32 buffer (and the int16 copy) */
     size_t aoff;  /* its SwiGLU outputs: npad * I values, likewise */
 } expert_plan;
-
-static inline float bf16_to_f32(uint16_t h) {
-    const uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-static inline float load_val(const void *p, size_t i, int bf16) {
-    return bf16 ? bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
-}
 
 static inline size_t permuted(size_t f) { return (f & ~(size_t)31) | (size_t)gptoss_perm((int)(f & 31)); }
 
