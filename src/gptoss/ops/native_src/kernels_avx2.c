@@ -87,25 +87,26 @@ static TGT void gemv_f32_avx2(const uint8_t *blocks, const uint8_t *scales, int 
 }
 
 /* One weight row against NJ (1..4, a compile-time constant after inlining) int16 token vectors in the q16 layout.
- * Two blocks (32 packed bytes) per step: viewed as 16-bit lanes, lane m holds the nibbles of elements 4m..4m+3.
- * For each nibble position c, shifting it to bits 8..11 and masking leaves a pshufb index in the high byte and 0
- * in the low byte, so one pshufb yields code2 << 8 as an int16 (table entry 0 is 0) - no widening shuffles. Then
- * vpmaddwd against the activations; |sum| <= 8 * 12*256 * 32767 < 2^31. Per block: int32 -> fp32, times the
- * activation block scale, times the weight scale (which also undoes the << 8). */
+ * Two blocks (32 packed bytes) per step: viewed as 16-bit lanes, lane m holds the nibbles of elements 4m..4m+3
+ * (c = 0..3 at bits 4c..4c+3). One pshufb of the low nibbles of both bytes gives code2 of elements c = 0 (low byte)
+ * and c = 2 (high byte); of the high nibbles, c = 1 and 3. Each int16 "code2 << 8" is then one shift (low byte) or
+ * one mask (high byte) away - no widening shuffles. Then vpmaddwd against the activations; |sum| <= 8 * 12*256 *
+ * 32767 < 2^31. Per block: int32 -> fp32, times the activation block scale, times the weight scale (which also
+ * undoes the << 8). */
 static TGT AINL void row_dot_q16(const uint8_t *br, const uint8_t *sr, int G, const int16_t *xq, const float *xs4,
                                  size_t ldx, int NJ, float *y) {
     const __m256i lut = _mm256_broadcastsi128_si256(code_lut());
-    const __m256i m = _mm256_set1_epi16(0x0F00);
+    const __m256i nib = _mm256_set1_epi8(0x0F), hi = _mm256_set1_epi16((short)0xFF00);
     __m256 acc[4];
     for (int j = 0; j < NJ; j++) acc[j] = _mm256_setzero_ps();
     int g = 0;
     for (; g + 1 < G; g += 2) {
         if ((g & 3) == 0) _mm_prefetch((const char *)(br + (size_t)g * 16 + PREFETCH_AHEAD), _MM_HINT_T0);
         const __m256i v = _mm256_loadu_si256((const __m256i *)(br + (size_t)g * 16));
-        const __m256i w0 = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_slli_epi16(v, 8), m));
-        const __m256i w1 = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_slli_epi16(v, 4), m));
-        const __m256i w2 = _mm256_shuffle_epi8(lut, _mm256_and_si256(v, m));
-        const __m256i w3 = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), m));
+        const __m256i c02 = _mm256_shuffle_epi8(lut, _mm256_and_si256(v, nib));
+        const __m256i c13 = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), nib));
+        const __m256i w0 = _mm256_slli_epi16(c02, 8), w2 = _mm256_and_si256(c02, hi);
+        const __m256i w1 = _mm256_slli_epi16(c13, 8), w3 = _mm256_and_si256(c13, hi);
         const __m256 s = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_broadcast_ss(&gptoss_scale_table_q16[sr[g]])),
                                               _mm_broadcast_ss(&gptoss_scale_table_q16[sr[g + 1]]), 1);
         for (int j = 0; j < NJ; j++) {
@@ -121,11 +122,11 @@ static TGT AINL void row_dot_q16(const uint8_t *br, const uint8_t *sr, int G, co
     }
     if (g < G) { /* a last unpaired block: the same with 128-bit vectors */
         const __m128i v = _mm_loadu_si128((const __m128i *)(br + (size_t)g * 16));
-        const __m128i m1 = _mm256_castsi256_si128(m), lut1 = code_lut();
-        const __m128i w0 = _mm_shuffle_epi8(lut1, _mm_and_si128(_mm_slli_epi16(v, 8), m1));
-        const __m128i w1 = _mm_shuffle_epi8(lut1, _mm_and_si128(_mm_slli_epi16(v, 4), m1));
-        const __m128i w2 = _mm_shuffle_epi8(lut1, _mm_and_si128(v, m1));
-        const __m128i w3 = _mm_shuffle_epi8(lut1, _mm_and_si128(_mm_srli_epi16(v, 4), m1));
+        const __m128i nib1 = _mm256_castsi256_si128(nib), hi1 = _mm256_castsi256_si128(hi), lut1 = code_lut();
+        const __m128i c02 = _mm_shuffle_epi8(lut1, _mm_and_si128(v, nib1));
+        const __m128i c13 = _mm_shuffle_epi8(lut1, _mm_and_si128(_mm_srli_epi16(v, 4), nib1));
+        const __m128i w0 = _mm_slli_epi16(c02, 8), w2 = _mm_and_si128(c02, hi1);
+        const __m128i w1 = _mm_slli_epi16(c13, 8), w3 = _mm_and_si128(c13, hi1);
         const __m128 s = _mm_broadcast_ss(&gptoss_scale_table_q16[sr[g]]);
         for (int j = 0; j < NJ; j++) {
             const int16_t *xg = xq + (size_t)j * ldx + (size_t)g * GPTOSS_BLOCK;
