@@ -29,10 +29,7 @@ CHUNKS = [7, 1, 1, 3, 1, 12, 1, 1, 1, 2, 1, 40, 1, 1]  # 73 tokens: past every c
 OPS = ("linear", "attention", "moe_experts", "rms_norm", "rope")
 
 
-@pytest.fixture(autouse=True)
-def _require_extension() -> None:
-    if not native.built():
-        pytest.fail(f"gptoss.ops.native_ext is not built ({native.available()[1]}); run `pip install -e .`")
+pytestmark = pytest.mark.usefixtures("native_ext")
 
 
 def chunk_logits(model: gptoss.Model, ids: list[int]) -> torch.Tensor:

@@ -11,21 +11,12 @@ in another order: |native - ref| <= 1e-5 * (|x| @ |w|^T + |b|) elementwise. A bf
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
 from gptoss.ops import native, reference
 
-
-@pytest.fixture(autouse=True)
-def _require_extension() -> Iterator[None]:
-    if not native.built():
-        pytest.fail(f"gptoss.ops.native_ext is not built ({native.available()[1]}); run `pip install -e .`")
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("native_ext")
 
 
 @pytest.fixture(params=["avx2", "scalar"])

@@ -23,7 +23,6 @@ import math
 import os
 import threading
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -40,15 +39,11 @@ PATHS = {"auto": None, "gemm": 1, "gemv": 10**9}  # native.GEMM_MIN_TOKENS
 
 
 @pytest.fixture(autouse=True)
-def _require_extension() -> Iterator[None]:
-    if not native.built():
-        pytest.fail(f"gptoss.ops.native_ext is not built ({native.available()[1]}); run `pip install -e .`")
-    # One thread unless a test asks for more: results do not depend on the thread count (tested below), and on a
-    # shared, oversubscribed machine every OpenMP barrier can wait a scheduler tick for a descheduled thread.
-    before = torch.get_num_threads()
+def _one_thread(native_ext: None) -> None:
+    # One thread unless a test asks for more (native_ext restores the count): results do not depend on the thread
+    # count (tested below), and on a shared, oversubscribed machine every OpenMP barrier can wait a scheduler tick for
+    # a descheduled thread.
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(params=["avx2", "scalar"])
