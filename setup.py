@@ -68,7 +68,7 @@ if os.environ.get("GPTOSS_BUILD_NATIVE", "1") != "0":
         Extension(
             "gptoss.ops.native_ext",
             sources=SOURCES,
-            depends=[str(SRC / h) for h in ("moe.h", "dense.h", "attention.h", "norm.h", "bf16.h", "pool.h")],
+            depends=[str(SRC / h) for h in ("moe.h", "dense.h", "attention.h", "norm.h", "bf16.h", "avx2.h", "pool.h")],
             include_dirs=[str(SRC)],
         )
     )

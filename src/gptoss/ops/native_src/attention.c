@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "attention.h"
+#include "avx2.h"
 #include "bf16.h"
 #include "moe.h"
 #include "pool.h"
@@ -60,8 +61,6 @@ static void expdiff_scalar(const float *s, const float *m, int G, float *p) {
 static const prims prims_scalar = {scores_scalar, expdiff_scalar, accum_scalar};
 
 #ifdef GPTOSS_HAVE_AVX2_KERNELS
-#include <immintrin.h>
-#define TGT __attribute__((target("avx2,fma")))
 
 static TGT inline __m256 load8(const void *p, int i, int bf16) {
     if (!bf16) return _mm256_loadu_ps((const float *)p + i);
@@ -78,11 +77,7 @@ static TGT void scores_avx2(const float *q, const void *k, int bf16, int G, int 
             b = _mm256_fmadd_ps(_mm256_loadu_ps(q + g * D + i + 8), load8(k, i + 8, bf16), b);
         }
         if (i < D) a = _mm256_fmadd_ps(_mm256_loadu_ps(q + g * D + i), load8(k, i, bf16), a);
-        a = _mm256_add_ps(a, b);
-        __m128 r = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-        r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-        r = _mm_add_ss(r, _mm_movehdup_ps(r));
-        s[g] = _mm_cvtss_f32(r) * scale;
+        s[g] = hsum(_mm256_add_ps(a, b)) * scale;
     }
 }
 
@@ -146,6 +141,11 @@ typedef struct {
     size_t per_worker;
 } job;
 
+/* Whether the key at absolute position kp is visible from the query at qp (kp < 0: an empty slot). */
+static inline int visible(int64_t kp, int64_t qp, int64_t window) {
+    return kp >= 0 && kp <= qp && (window <= 0 || kp > qp - window);
+}
+
 static void run_item(void *ctx, int phase, int item, int worker) {
     (void)phase;
     const job *jb = ctx;
@@ -167,8 +167,7 @@ static void run_item(void *ctx, int phase, int item, int worker) {
     for (size_t j = 0; j < S; j++) {
         if (j + PREFETCH_SLOTS < S)
             prefetch_row((const char *)a->k + ((j + PREFETCH_SLOTS) * row + hk * (size_t)D) * esz, rbytes);
-        const int64_t kp = a->k_pos[j];
-        if (kp < 0 || kp > qp || (a->window > 0 && kp <= qp - a->window)) continue;
+        if (!visible(a->k_pos[j], qp, a->window)) continue;
         float *s = sc + j * (size_t)G;
         jb->pr->scores(q, (const char *)a->k + (j * row + hk * (size_t)D) * esz, a->kv_bf16, G, D, a->scale, s);
         for (int g = 0; g < G; g++) m[g] = s[g] > m[g] ? s[g] : m[g];
@@ -178,8 +177,7 @@ static void run_item(void *ctx, int phase, int item, int worker) {
     float denom[256];
     for (int g = 0; g < G; g++) denom[g] = expf(a->sinks[hk * (size_t)G + (size_t)g] - m[g]);
     for (size_t j = 0; j < S; j++) {
-        const int64_t kp = a->k_pos[j];
-        if (kp < 0 || kp > qp || (a->window > 0 && kp <= qp - a->window)) continue;
+        if (!visible(a->k_pos[j], qp, a->window)) continue;
         float *pn = sc + (size_t)n * (size_t)G; /* in place: slot n <= j, and row j was read before it is overwritten */
         jb->pr->expdiff(sc + j * (size_t)G, m, G, pn);
         for (int g = 0; g < G; g++) denom[g] += pn[g];
@@ -189,28 +187,19 @@ static void run_item(void *ctx, int phase, int item, int worker) {
     for (int g = 0; g < G; g++) {
         const float inv = 1.0f / denom[g];
         const size_t o = (t * (size_t)a->Hq + hk * (size_t)G + (size_t)g) * (size_t)D;
-        for (int i = 0; i < D; i++) {
-            const float x = acc[g * D + i] * inv;
-            if (a->out_bf16)
-                ((uint16_t *)a->out)[o + (size_t)i] = f32_to_bf16(x);
-            else
-                ((float *)a->out)[o + (size_t)i] = x;
-        }
+        for (int i = 0; i < D; i++) store_val(a->out, o + (size_t)i, acc[g * D + i] * inv, a->out_bf16);
     }
 }
 
 int gptoss_attention(const gptoss_attention_args *a) {
     if (a->T < 1 || a->S < 1 || a->Hkv < 1 || a->Hq % a->Hkv || a->Hq / a->Hkv > 256 || a->D < 1)
         return GPTOSS_ESHAPE;
+    const int rc = gptoss_isa_status(a->isa);
+    if (rc != GPTOSS_OK) return rc;
     const prims *pr = &prims_scalar;
-    if (a->isa == GPTOSS_ISA_AVX2) {
 #ifdef GPTOSS_HAVE_AVX2_KERNELS
-        if (!gptoss_cpu_has_avx2()) return GPTOSS_EISA;
-        if (a->D % 8 == 0) pr = &prims_avx2; /* other head sizes: the portable kernel */
-#else
-        return GPTOSS_EISA;
+    if (a->isa == GPTOSS_ISA_AVX2 && a->D % 8 == 0) pr = &prims_avx2; /* other head sizes: the portable kernel */
 #endif
-    }
     const int nt = a->nthreads > 0 ? a->nthreads : 1;
     const size_t G = (size_t)(a->Hq / a->Hkv);
     const size_t per_worker = (G * (size_t)a->S + 2 * G * (size_t)a->D + G + (size_t)a->S + 15) & ~(size_t)15;

@@ -12,8 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dense.h"
+#include "avx2.h"
 #include "bf16.h"
+#include "dense.h"
 #include "moe.h"
 #include "pool.h"
 
@@ -48,17 +49,6 @@ static void rows_scalar(const uint16_t *w, size_t K, const float *xp, int T, int
 /* ---- AVX2 + FMA kernel (compiled with a target attribute; only called when the CPU has both) ------------- */
 
 #ifdef GPTOSS_HAVE_AVX2_KERNELS
-#include <immintrin.h>
-#define TGT __attribute__((target("avx2,fma")))
-#define AINL __attribute__((always_inline)) inline
-
-static TGT AINL float hsum(__m256 v) {
-    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
-    a = _mm_add_ss(a, _mm_movehdup_ps(a));
-    return _mm_cvtss_f32(a);
-}
-
 /* NR (1, 4 or 8) rows against NJ (1..2) tokens; NR and NJ are compile-time constants after inlining. */
 static TGT AINL void micro(const uint16_t *w, size_t K, const float *x, int NR, int NJ, float *out, int ldo) {
     const __m256i hi = _mm256_set1_epi32((int)0xFFFF0000u);
@@ -124,35 +114,22 @@ static void run_item(void *ctx, int phase, int item, int worker) {
 #endif
             rows_scalar(w, K, jb->xp, T, nr, out);
         for (int r = 0; r < nr; r++) {
-            const float b = a->b == NULL ? 0.0f
-                            : a->b_bf16  ? bf16_to_f32(((const uint16_t *)a->b)[r0 + r])
-                                         : ((const float *)a->b)[r0 + r];
-            for (int j = 0; j < T; j++) {
-                const float v = out[r * T + j] + b;
-                const size_t i = (size_t)j * N + r0 + (size_t)r;
-                if (a->y_bf16)
-                    ((uint16_t *)a->y)[i] = f32_to_bf16(v);
-                else
-                    ((float *)a->y)[i] = v;
-            }
+            const float b = a->b == NULL ? 0.0f : load_val(a->b, r0 + (size_t)r, a->b_bf16);
+            for (int j = 0; j < T; j++) store_val(a->y, (size_t)j * N + r0 + (size_t)r, out[r * T + j] + b, a->y_bf16);
         }
     }
 }
 
 int gptoss_linear(const gptoss_linear_args *a) {
     if (a->T < 1 || a->T > GPTOSS_LINEAR_MAX_TOKENS || a->K < 1 || a->N < 1) return GPTOSS_ESHAPE;
-#ifdef GPTOSS_HAVE_AVX2_KERNELS
-    if (a->isa == GPTOSS_ISA_AVX2 && !gptoss_cpu_has_avx2()) return GPTOSS_EISA;
-#else
-    if (a->isa == GPTOSS_ISA_AVX2) return GPTOSS_EISA;
-#endif
+    const int rc = gptoss_isa_status(a->isa);
+    if (rc != GPTOSS_OK) return rc;
     const size_t K = (size_t)a->K, T = (size_t)a->T;
     float *xp = NULL;
     if (posix_memalign((void **)&xp, 64, T * K * sizeof(float))) return GPTOSS_ENOMEM;
     for (size_t j = 0; j < T; j++)
         for (size_t k = 0; k < K; k++)
-            xp[j * K + split_index(K, k)] =
-                a->x_bf16 ? bf16_to_f32(((const uint16_t *)a->x)[j * K + k]) : ((const float *)a->x)[j * K + k];
+            xp[j * K + split_index(K, k)] = load_val(a->x, j * K + k, a->x_bf16);
     const int nt = a->nthreads > 0 ? a->nthreads : 1;
     /* About 8 items per thread (so a late or preempted thread costs little), at most 64 rows (~360 KB of W) each:
      * larger items measured slower (the two threads' streams drift apart in DRAM). */

@@ -5,13 +5,10 @@
  * "2 * FP4 value" int8 codes -> sign-extend to int32 -> fp32. The low nibbles give the 16 even elements of the
  * block and the high nibbles the 16 odd ones, which is why activations are kept in block-permuted order.
  */
+#include "avx2.h"
 #include "moe.h"
 
 #ifdef GPTOSS_HAVE_AVX2_KERNELS
-#include <immintrin.h>
-
-#define TGT __attribute__((target("avx2,fma")))
-#define AINL __attribute__((always_inline)) inline
 /* GEMV software prefetch distance: ~1.4 rows of 2880 values ahead. The hardware prefetcher alone left a single core
  * ~6% short on cold weights (measured); rows are contiguous, so this runs on into the next row. */
 #define PREFETCH_AHEAD 2048
@@ -30,13 +27,6 @@ static TGT AINL void decode_block(const uint8_t *b, __m128i lut, __m256 *w0, __m
     *w1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(lo, lo)));
     *w2 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi));
     *w3 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(hi, hi)));
-}
-
-static TGT AINL float hsum(__m256 v) {
-    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
-    a = _mm_add_ss(a, _mm_movehdup_ps(a));
-    return _mm_cvtss_f32(a);
 }
 
 /* One weight row against NJ (1..4, a compile-time constant after inlining) fp32 token vectors (block-permuted),

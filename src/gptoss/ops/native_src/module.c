@@ -114,14 +114,14 @@ static PyObject *py_rms_norm(PyObject *self, PyObject *args) {
     unsigned long long x, scale, y;
     long long T, H;
     float eps;
-    int x_bf16, y_bf16, nthreads;
-    if (!PyArg_ParseTuple(args, "KKKLLfiii", &x, &scale, &y, &T, &H, &eps, &x_bf16, &y_bf16, &nthreads)) return NULL;
+    int bf16, nthreads;
+    if (!PyArg_ParseTuple(args, "KKKLLfii", &x, &scale, &y, &T, &H, &eps, &bf16, &nthreads)) return NULL;
     gptoss_rms_norm_args a = {
         .x = (const void *)(uintptr_t)x,
         .scale = (const float *)(uintptr_t)scale,
         .y = (void *)(uintptr_t)y,
         .T = T, .H = H, .eps = eps,
-        .x_bf16 = x_bf16, .y_bf16 = y_bf16,
+        .bf16 = bf16,
         .nthreads = nthreads,
     };
     int rc;

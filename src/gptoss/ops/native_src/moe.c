@@ -48,6 +48,11 @@ int gptoss_cpu_has_avx2(void) {
 #endif
 }
 
+int gptoss_isa_status(int isa) {
+    if (isa == GPTOSS_ISA_AVX2 && !gptoss_cpu_has_avx2()) return GPTOSS_EISA;
+    return GPTOSS_OK;
+}
+
 typedef struct {
     int e;        /* expert id */
     int n;        /* tokens routed to it */
@@ -242,15 +247,12 @@ static void run_item(void *ctx, int phase, int item, int worker) {
 }
 
 int gptoss_moe(const gptoss_moe_args *a) {
+    const int isa_rc = gptoss_isa_status(a->isa);
+    if (isa_rc != GPTOSS_OK) return isa_rc;
     const gptoss_kernels *kern = &gptoss_kernels_scalar;
-    if (a->isa == GPTOSS_ISA_AVX2) {
 #ifdef GPTOSS_HAVE_AVX2_KERNELS
-        if (!gptoss_cpu_has_avx2()) return GPTOSS_EISA;
-        kern = &gptoss_kernels_avx2;
-#else
-        return GPTOSS_EISA;
+    if (a->isa == GPTOSS_ISA_AVX2) kern = &gptoss_kernels_avx2;
 #endif
-    }
     if (a->H <= 0 || a->I <= 0 || a->H % GPTOSS_BLOCK || a->I % GPTOSS_BLOCK || a->T < 0 || a->k < 0 || a->E <= 0)
         return GPTOSS_ESHAPE;
     const size_t T = (size_t)a->T, H = (size_t)a->H, I = (size_t)a->I, P = T * (size_t)a->k;

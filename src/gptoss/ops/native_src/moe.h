@@ -131,6 +131,8 @@ enum { GPTOSS_OK = 0, GPTOSS_EBADIDX = 1, GPTOSS_ENOMEM = 2, GPTOSS_EISA = 3, GP
 
 int gptoss_moe(const gptoss_moe_args *a);
 int gptoss_cpu_has_avx2(void);
+/* GPTOSS_OK when kernels of this ISA can run here (AVX2: built and the CPU has AVX2+FMA), else GPTOSS_EISA. */
+int gptoss_isa_status(int isa);
 void gptoss_init_tables(void);
 
 #endif

@@ -14,39 +14,34 @@
 
 #define ROWS_PER_ITEM 16 /* rows (tokens) per work item; decode's single row runs on the caller */
 
-/* XB, YB: the input and output are bf16. Constants after inlining, so each dtype pair gets its own loops, which gcc
- * vectorises (a runtime dtype test inside the loop would keep them scalar). */
-static inline __attribute__((always_inline)) void rms_norm_row_t(const gptoss_rms_norm_args *a, size_t t, int XB,
-                                                                 int YB) {
+/* B (the tensors are bf16) is a constant after inlining, so each dtype gets its own loops, which gcc vectorises (a
+ * runtime dtype test inside the loop would keep them scalar). */
+static inline __attribute__((always_inline)) void rms_norm_row_t(const gptoss_rms_norm_args *a, size_t t, int B) {
     const size_t H = (size_t)a->H, o = t * H;
     double part[4] = {0.0, 0.0, 0.0, 0.0};
     size_t h = 0;
     for (; h + 4 <= H; h += 4)
         for (int i = 0; i < 4; i++) {
-            const double v = load_val(a->x, o + h + (size_t)i, XB);
+            const double v = load_val(a->x, o + h + (size_t)i, B);
             part[i] += v * v;
         }
     for (; h < H; h++) {
-        const double v = load_val(a->x, o + h, XB);
+        const double v = load_val(a->x, o + h, B);
         part[0] += v * v;
     }
     const float ms = (float)((part[0] + part[1] + part[2] + part[3]) / (double)H);
     const float r = 1.0f / sqrtf(ms + a->eps);
     for (h = 0; h < H; h++) {
-        const float n = load_val(a->x, o + h, XB) * r;
-        store_val(a->y, o + h, n * a->scale[h], YB);
+        const float n = load_val(a->x, o + h, B) * r;
+        store_val(a->y, o + h, n * a->scale[h], B);
     }
 }
 
 static void rms_norm_row(const gptoss_rms_norm_args *a, size_t t) {
-    if (a->x_bf16 && a->y_bf16)
-        rms_norm_row_t(a, t, 1, 1);
-    else if (a->x_bf16)
-        rms_norm_row_t(a, t, 1, 0);
-    else if (a->y_bf16)
-        rms_norm_row_t(a, t, 0, 1);
+    if (a->bf16)
+        rms_norm_row_t(a, t, 1);
     else
-        rms_norm_row_t(a, t, 0, 0);
+        rms_norm_row_t(a, t, 0);
 }
 
 static inline __attribute__((always_inline)) void rope_row_t(const gptoss_rope_args *a, size_t t, int B) {

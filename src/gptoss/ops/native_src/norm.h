@@ -7,10 +7,10 @@
 typedef struct {
     const void *x;      /* (T, H) fp32 or bf16 */
     const float *scale; /* (H,) */
-    void *y;            /* (T, H) fp32 or bf16, overwritten; may be x */
+    void *y;            /* (T, H) same dtype as x, overwritten; may be x */
     int64_t T, H;
     float eps;
-    int x_bf16, y_bf16;
+    int bf16;
     int nthreads;
 } gptoss_rms_norm_args;
 
