@@ -17,3 +17,12 @@ def native_ext() -> Iterator[None]:
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(params=["avx2", "scalar"])
+def isa(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both kernel flavours, through GPTOSS_NATIVE_ISA: AVX2 (a FAIL where the CPU lacks it) and the portable one."""
+    if request.param == "avx2" and not native.available()[0]:
+        pytest.fail(f"AVX2 kernels unavailable on this machine: {native.available()[1]}")
+    monkeypatch.setenv("GPTOSS_NATIVE_ISA", request.param)
+    return str(request.param)

@@ -19,14 +19,6 @@ from gptoss.ops import native, reference
 pytestmark = pytest.mark.usefixtures("native_ext")
 
 
-@pytest.fixture(params=["avx2", "scalar"])
-def isa(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "avx2" and not native.available()[0]:
-        pytest.fail(f"AVX2 kernels unavailable on this machine: {native.available()[1]}")
-    monkeypatch.setenv("GPTOSS_NATIVE_ISA", request.param)
-    return str(request.param)
-
-
 def check(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> None:
     got = native.linear(x, w, b)
     assert got.dtype == x.dtype and got.shape == (x.shape[0], w.shape[0])

@@ -46,14 +46,6 @@ def _one_thread(native_ext: None) -> None:
     torch.set_num_threads(1)
 
 
-@pytest.fixture(params=["avx2", "scalar"])
-def isa(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "avx2" and not native.available()[0]:
-        pytest.fail(f"AVX2 kernels unavailable on this machine: {native.available()[1]}")
-    monkeypatch.setenv("GPTOSS_NATIVE_ISA", request.param)
-    return str(request.param)
-
-
 Case = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 

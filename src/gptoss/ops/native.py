@@ -65,6 +65,13 @@ def built() -> bool:
     return _ext is not None
 
 
+def _require() -> ModuleType:
+    """The extension, or the error that says why it is missing."""
+    if _ext is None:
+        raise RuntimeError(f"gptoss native kernels unavailable: {available()[1]}")
+    return _ext
+
+
 def _isa() -> int:
     want = os.environ.get("GPTOSS_NATIVE_ISA", "auto")
     if want not in ("auto", "avx2", "scalar"):
@@ -99,8 +106,7 @@ def moe_experts(
     mlp2_bias: torch.Tensor,  # (E, H)
     swiglu_limit: float,
 ) -> torch.Tensor:  # (T, H) in x.dtype: sum_k w_k * (mlp2_e(swiglu(mlp1_e(x))) + b2_e)
-    if _ext is None:
-        raise RuntimeError(f"gptoss native kernels unavailable: {available()[1]}")
+    ext = _require()
     T, H = x.shape
     E, I2 = mlp1_blocks.shape[0], mlp1_blocks.shape[1]
     I = I2 // 2
@@ -132,7 +138,7 @@ def moe_experts(
     xrow = H * xc.element_size()
     for t0 in range(0, T, MAX_TOKENS_PER_CALL):
         n = min(MAX_TOKENS_PER_CALL, T - t0)
-        _ext.moe(
+        ext.moe(
             px + t0 * xrow, pi + t0 * k * 8, pw + t0 * k * 4, *weights, po + t0 * H * 4,
             n, k, E, H, I, *flags, *tail,
         )  # fmt: skip
@@ -150,8 +156,7 @@ _scratch = threading.local()
 
 def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
     """(T, K) @ (N, K)^T + (N,) -> (T, N) in x.dtype, accumulated in fp32 and rounded once."""
-    if _ext is None:
-        raise RuntimeError(f"gptoss native kernels unavailable: {available()[1]}")
+    ext = _require()
     if x.dim() != 2 or w.dim() != 2 or x.shape[1] != w.shape[1] or (b is not None and b.shape != (w.shape[0],)):
         bshape = None if b is None else tuple(b.shape)
         raise ValueError(f"linear: x {tuple(x.shape)}, w {tuple(w.shape)}, b {bshape} do not fit (T, K) @ (N, K)^T")
@@ -163,7 +168,7 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> t
     xc = x.contiguous()
     bc = None if b is None else _fp32_or_bf16(b)
     y = torch.empty(T, N, dtype=x.dtype)
-    _ext.linear(
+    ext.linear(
         xc.data_ptr(), w.data_ptr(), 0 if bc is None else bc.data_ptr(), y.data_ptr(),
         T, w.shape[1], N, xc.dtype == torch.bfloat16, bc is not None and bc.dtype == torch.bfloat16,
         y.dtype == torch.bfloat16, _isa(), torch.get_num_threads(),
@@ -206,8 +211,7 @@ def attention(
     window: int,  # 0 = full causal; W > 0 = each query sees its last W positions (itself included)
     scale: float,
 ) -> torch.Tensor:  # (T, Hq*D) in q.dtype
-    if _ext is None:
-        raise RuntimeError(f"gptoss native kernels unavailable: {available()[1]}")
+    ext = _require()
     T, Hq, D = q.shape
     S, Hkv = k.shape[0], k.shape[1]
     if k.shape != (S, Hkv, D) or v.shape != k.shape or Hq % Hkv or sinks.shape != (Hq,):
@@ -224,7 +228,7 @@ def attention(
     s = sinks.float().contiguous()
     qp, kp = q_pos.to(torch.int64).contiguous(), k_pos.to(torch.int64).contiguous()
     out = torch.empty(T, Hq * D, dtype=q.dtype if q.dtype in (torch.float32, torch.bfloat16) else torch.float32)
-    _ext.attention(
+    ext.attention(
         qc.data_ptr(), kc.data_ptr(), vc.data_ptr(), s.data_ptr(), qp.data_ptr(), kp.data_ptr(), out.data_ptr(),
         T, S, Hq, Hkv, D, window, float(scale), qc.dtype == torch.bfloat16, kc.dtype == torch.bfloat16,
         out.dtype == torch.bfloat16, _isa(), torch.get_num_threads(),
@@ -233,8 +237,7 @@ def attention(
 
 
 def rms_norm(x: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:  # (..., H) in x.dtype
-    if _ext is None:
-        raise RuntimeError(f"gptoss native kernels unavailable: {available()[1]}")
+    ext = _require()
     H = x.shape[-1] if x.dim() else 0
     if x.dim() == 0 or scale.shape != (H,):
         raise ValueError(f"rms_norm: x {tuple(x.shape)} and scale {tuple(scale.shape)}: expected (..., H) and (H,)")
@@ -242,15 +245,13 @@ def rms_norm(x: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor: 
         return reference.rms_norm(x, scale, eps)
     xc, s = x.contiguous(), scale.float().contiguous()
     y = torch.empty_like(xc)
-    bf16 = xc.dtype == torch.bfloat16
-    _ext.rms_norm(xc.data_ptr(), s.data_ptr(), y.data_ptr(), xc.numel() // H, H, float(eps), bf16, bf16,
-                  torch.get_num_threads())  # fmt: skip
+    ext.rms_norm(xc.data_ptr(), s.data_ptr(), y.data_ptr(), xc.numel() // H, H, float(eps),
+                 xc.dtype == torch.bfloat16, torch.get_num_threads())  # fmt: skip
     return y
 
 
 def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:  # (T, heads, D) in x.dtype
-    if _ext is None:
-        raise RuntimeError(f"gptoss native kernels unavailable: {available()[1]}")
+    ext = _require()
     if x.dim() != 3 or x.shape[2] % 2 or cos.shape != (x.shape[0], x.shape[2] // 2) or sin.shape != cos.shape:
         raise ValueError(
             f"rope: x {tuple(x.shape)}, cos {tuple(cos.shape)}, sin {tuple(sin.shape)}: expected (T, heads, D) with "
@@ -263,6 +264,6 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     xc = x if x.stride(2) == 1 and x.stride(1) == D else x.contiguous()
     c, s = cos.float().contiguous(), sin.float().contiguous()
     y = torch.empty(T, heads, D, dtype=x.dtype)
-    _ext.rope(xc.data_ptr(), c.data_ptr(), s.data_ptr(), y.data_ptr(), T, heads, D, xc.stride(0),
+    ext.rope(xc.data_ptr(), c.data_ptr(), s.data_ptr(), y.data_ptr(), T, heads, D, xc.stride(0),
               xc.dtype == torch.bfloat16, torch.get_num_threads())  # fmt: skip
     return y
