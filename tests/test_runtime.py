@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import gptoss
+from gptoss.sampling import SamplingParams
 from tests.test_model import prompt
 
 
@@ -76,3 +77,28 @@ def test_context_length_bounds(tiny_dir: Path) -> None:
     assert gptoss.load(tiny_dir).context_length == 256  # tiny: 64 * factor 4
     with pytest.raises(gptoss.InputError, match=r"context_length 257 must be in 1..256"):
         gptoss.load(tiny_dir, context_length=257)
+
+
+class _OnlyTokens:
+    """A constraint allowing a fixed set; records what it was told."""
+
+    def __init__(self, vocab: int, allowed: list[int]) -> None:
+        self.allowed = torch.zeros(vocab, dtype=torch.bool)
+        self.allowed[allowed] = True
+        self.seen: list[int] = []
+
+    def mask(self) -> torch.Tensor:
+        return self.allowed
+
+    def advance(self, token: int) -> None:
+        self.seen.append(token)
+
+
+def test_constraint_restricts_every_token(model: gptoss.Model) -> None:
+    allowed = [5, 17, 301]
+    c = _OnlyTokens(model.config.vocab_size, allowed)
+    out = list(model.generate_with([1, 2, 3], SamplingParams(temperature=1.5, seed=3, max_tokens=20), c))
+    assert len(out) == 20 and set(out) <= set(allowed) and c.seen == out
+    steps = [s for s in model.steps([1, 2, 3], SamplingParams(temperature=0, max_tokens=3), constraint=c) if s]
+    for token, logits in steps:  # the yielded logits are the masked ones (so logprobs are consistent)
+        assert torch.isinf(logits[~c.allowed]).all() and token == int(logits.argmax())

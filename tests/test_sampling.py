@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gptoss.errors import InputError
-from gptoss.sampling import SamplingParams, filter_logits, logprobs, make_generator, sample
+from gptoss.sampling import SamplingParams, apply_mask, filter_logits, logprobs, make_generator, sample
 
 LOGITS = torch.tensor([1.0, 3.0, 2.0, 0.5, -1.0])
 
@@ -64,3 +64,30 @@ def test_logprobs_are_untempered() -> None:
 def test_bad_params(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(InputError, match=message):
         SamplingParams(**kwargs)  # type: ignore[arg-type]
+
+
+def test_mask_gives_the_renormalised_distribution_on_the_allowed_set() -> None:
+    """Exactness: masked sampling probabilities == unmasked probabilities renormalised over the allowed tokens."""
+    torch.manual_seed(0)
+    logits = torch.randn(50) * 3
+    mask = torch.rand(50) < 0.3
+    masked = torch.softmax(apply_mask(logits, mask), -1)
+    full = torch.softmax(logits, -1)
+    expected = torch.where(mask, full, 0.0) / full[mask].sum()
+    torch.testing.assert_close(masked, expected, rtol=1e-6, atol=1e-7)
+    # temperature and the filters act after masking: top_k=1 keeps the best *allowed* token
+    best_allowed = int(torch.where(mask, logits, float("-inf")).argmax())
+    assert sample(logits, SamplingParams(top_k=1), make_generator(0), mask) == best_allowed
+    assert sample(logits, SamplingParams(temperature=0), make_generator(0), mask) == best_allowed
+    drawn = {sample(logits, SamplingParams(temperature=2.0), make_generator(s), mask) for s in range(300)}
+    assert drawn <= set(mask.nonzero().flatten().tolist())
+    # logprobs of the masked logits: -inf off the allowed set, a distribution on it
+    lp = logprobs(apply_mask(logits, mask))
+    assert torch.isinf(lp[~mask]).all() and abs(float(lp[mask].exp().sum()) - 1) < 1e-5
+
+
+def test_mask_bad_input() -> None:
+    with pytest.raises(ValueError, match="token mask allows no token"):
+        apply_mask(LOGITS, torch.zeros(5, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"token mask of shape \(4,\) does not match logits of shape \(5,\)"):
+        apply_mask(LOGITS, torch.ones(4, dtype=torch.bool))

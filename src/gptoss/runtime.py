@@ -12,7 +12,7 @@ from gptoss.errors import InputError
 from gptoss.kv_cache import KVCache
 from gptoss.model import Transformer, Weights
 from gptoss.prefault import populate
-from gptoss.sampling import SamplingParams, make_generator, sample
+from gptoss.sampling import SamplingParams, TokenConstraint, apply_mask, make_generator, sample
 from gptoss.weights import load_weights, open_checkpoint
 
 PREFILL_CHUNK = 512  # tokens per prefill step: bounds activation memory on long prompts; 512 keeps the GEMMs efficient
@@ -79,21 +79,33 @@ class Model:
         params = SamplingParams(temperature, top_p, top_k, min_p, seed, max_tokens, frozenset(stop_tokens))
         return self.generate_with(token_ids, params)
 
-    def generate_with(self, token_ids: Sequence[int], params: SamplingParams) -> Iterator[int]:
-        return (step[0] for step in self.steps(token_ids, params) if step is not None)
+    def generate_with(
+        self, token_ids: Sequence[int], params: SamplingParams, constraint: TokenConstraint | None = None
+    ) -> Iterator[int]:
+        return (step[0] for step in self.steps(token_ids, params, constraint=constraint) if step is not None)
 
     def steps(
-        self, token_ids: Sequence[int], params: SamplingParams, prefill_chunk: int = PREFILL_CHUNK
+        self,
+        token_ids: Sequence[int],
+        params: SamplingParams,
+        prefill_chunk: int = PREFILL_CHUNK,
+        constraint: TokenConstraint | None = None,
     ) -> Iterator[tuple[int, torch.Tensor] | None]:
         """The decode loop, one step at a time: None after each prefill chunk but the last (a point where a caller
-        may stop early), then (token, the logits it was sampled from) per generated token. Validates eagerly."""
+        may stop early), then (token, the logits it was sampled from, disallowed tokens at -inf) per generated
+        token. Validates eagerly."""
         tokens = self.check_tokens(token_ids)
         budget = output_budget(len(tokens), params, self.context_length)
-        return self._steps(tokens, params, budget, prefill_chunk)
+        return self._steps(tokens, params, budget, prefill_chunk, constraint)
 
     @torch.inference_mode()
     def _steps(
-        self, tokens: torch.Tensor, params: SamplingParams, budget: int, chunk: int
+        self,
+        tokens: torch.Tensor,
+        params: SamplingParams,
+        budget: int,
+        chunk: int,
+        constraint: TokenConstraint | None,
     ) -> Iterator[tuple[int, torch.Tensor] | None]:
         generator = make_generator(params.seed)
         cache = self.new_cache()
@@ -104,7 +116,11 @@ class Model:
                 yield None
         logits = self.transformer.unembed(h[-1:])[0]  # only the last prompt token's logits are ever needed
         for _ in range(budget):
+            if constraint is not None:
+                logits = apply_mask(logits, constraint.mask())
             token = sample(logits, params, generator)
+            if constraint is not None:
+                constraint.advance(token)  # may start the next mask now, while the forward below runs
             yield token, logits
             if token in params.stop_tokens:
                 return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
@@ -35,6 +36,18 @@ class SamplingParams:
                 raise InputError(message)
 
 
+class TokenConstraint(Protocol):
+    """One sequence's rule for which tokens may come next (e.g. a grammar). The decode loop calls `mask()` before
+    sampling that sequence's next token and `advance(token)` right after choosing it, before the next forward pass,
+    so an implementation may compute the following mask while that forward pass runs."""
+
+    def mask(self) -> torch.Tensor | None:
+        """Bool (V,) tensor, True where the token is allowed; None when anything is."""
+        ...
+
+    def advance(self, token: int) -> None: ...
+
+
 def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:
     g = torch.Generator(device=device)
     if seed is None:
@@ -42,6 +55,19 @@ def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torc
     else:
         g.manual_seed(seed)
     return g
+
+
+def apply_mask(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """(V,) logits with the disallowed tokens at -inf: every later step (temperature, filters, softmax, logprobs)
+    then sees the renormalised distribution over the allowed set."""
+    if mask is None:
+        return logits
+    if mask.shape != logits.shape[-1:]:
+        shapes = f"{tuple(mask.shape)} does not match logits of shape {tuple(logits.shape)}"
+        raise ValueError(f"token mask of shape {shapes}")
+    if not bool(mask.any()):
+        raise ValueError("token mask allows no token")
+    return logits.float().masked_fill(~mask, float("-inf"))
 
 
 def filter_logits(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:
@@ -62,8 +88,11 @@ def filter_logits(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:
     return x
 
 
-def sample(logits: torch.Tensor, p: SamplingParams, generator: torch.Generator) -> int:
-    """(V,) logits -> one token id."""
+def sample(
+    logits: torch.Tensor, p: SamplingParams, generator: torch.Generator, mask: torch.Tensor | None = None
+) -> int:
+    """(V,) logits -> one token id, among the tokens `mask` allows (all when None)."""
+    logits = apply_mask(logits, mask)
     if p.temperature == 0:
         return int(torch.argmax(logits))
     probs = torch.softmax(filter_logits(logits, p), dim=-1)

@@ -8,7 +8,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 
 from gptoss.engine import TokenEvent, output_budget
-from gptoss.sampling import SamplingParams
+from gptoss.sampling import SamplingParams, TokenConstraint
 
 
 class ScriptedSource:
@@ -23,6 +23,7 @@ class ScriptedSource:
         self.scripts: deque[list[int]] = deque()
         self.prompts: list[list[int]] = []
         self.params: list[SamplingParams] = []
+        self.constraints: list[TokenConstraint | None] = []  # replayed scripts ignore them; tests inspect them
         self.steps = 0
         self.lock = threading.Lock()
 
@@ -31,13 +32,18 @@ class ScriptedSource:
             self.scripts.extend(list(s) for s in scripts)
 
     def generate(
-        self, token_ids: Sequence[int], params: SamplingParams, top_logprobs: int | None = None
+        self,
+        token_ids: Sequence[int],
+        params: SamplingParams,
+        top_logprobs: int | None = None,
+        constraint: TokenConstraint | None = None,
     ) -> Iterator[TokenEvent | None]:
         budget = output_budget(len(token_ids), params, self.context_length)
         with self.lock:
             script = self.scripts.popleft() if self.scripts else list(self.default)
             self.prompts.append(list(token_ids))
             self.params.append(params)
+            self.constraints.append(constraint)
         return self._replay(script, params, budget, top_logprobs)
 
     def _replay(

@@ -18,7 +18,7 @@ from gptoss.engine import (
     TokenEvent,
 )
 from gptoss.errors import InputError
-from gptoss.sampling import SamplingParams
+from gptoss.sampling import SamplingParams, TokenConstraint
 from tests.engine.scripted import ScriptedSource
 
 STOP = frozenset({99})
@@ -170,11 +170,15 @@ def test_cancelling_a_waiting_request_removes_it_and_ends_its_stream() -> None:
 
 class FailingSource(ScriptedSource):
     def generate(
-        self, token_ids: Sequence[int], params: SamplingParams, top_logprobs: int | None = None
+        self,
+        token_ids: Sequence[int],
+        params: SamplingParams,
+        top_logprobs: int | None = None,
+        constraint: TokenConstraint | None = None,
     ) -> Iterator[TokenEvent | None]:
         if token_ids[0] == 0:
             return self._boom()
-        return super().generate(token_ids, params, top_logprobs)
+        return super().generate(token_ids, params, top_logprobs, constraint)
 
     def _boom(self) -> Iterator[TokenEvent | None]:
         yield TokenEvent(4)

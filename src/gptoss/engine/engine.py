@@ -22,7 +22,7 @@ from enum import StrEnum
 
 from gptoss.engine.source import TokenEvent, TokenSource
 from gptoss.errors import GptossError
-from gptoss.sampling import SamplingParams
+from gptoss.sampling import SamplingParams, TokenConstraint
 
 
 class QueueFullError(GptossError):
@@ -190,15 +190,22 @@ class Engine:
             job.generation.cancel()
         self._worker.join(timeout=5)
 
-    def submit(self, token_ids: Sequence[int], params: SamplingParams, top_logprobs: int | None = None) -> Generation:
+    def submit(
+        self,
+        token_ids: Sequence[int],
+        params: SamplingParams,
+        top_logprobs: int | None = None,
+        constraint: TokenConstraint | None = None,
+    ) -> Generation:
         """Queue a request from the running event loop. Raises EngineNotReadyError, QueueFullError, or the
-        source's InputError (bad ids, context overflow) before anything is queued."""
+        source's InputError (bad ids, context overflow) before anything is queued. `constraint` restricts this
+        request's tokens (see TokenSource.generate)."""
         source = self._require_source()
         loop = asyncio.get_running_loop()
         with self._cond:
             if len(self._state.waiting) + (self._state.running is not None) > self.max_queue:
                 raise QueueFullError(f"the request queue is full ({self.max_queue} waiting); retry later")
-            steps = source.generate(token_ids, params, top_logprobs)
+            steps = source.generate(token_ids, params, top_logprobs, constraint)
             generation = Generation(loop, GenerationStats(len(token_ids), time.monotonic()), params.stop_tokens)
             generation.on_cancel = self._dequeue
             self._state.waiting.append(_Job(generation, steps))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from gptoss.runtime import output_budget as output_budget  # re-exported for token sources
-from gptoss.sampling import SamplingParams
+from gptoss.sampling import SamplingParams, TokenConstraint
 
 if TYPE_CHECKING:
     import torch
@@ -34,11 +34,17 @@ class TokenSource(Protocol):
     def context_length(self) -> int: ...
 
     def generate(
-        self, token_ids: Sequence[int], params: SamplingParams, top_logprobs: int | None = None
+        self,
+        token_ids: Sequence[int],
+        params: SamplingParams,
+        top_logprobs: int | None = None,
+        constraint: TokenConstraint | None = None,
     ) -> Iterator[TokenEvent | None]:
         """Raises InputError at once for a request it cannot serve; the iterator does the work lazily.
 
         `top_logprobs` None: no log-probabilities; 0: the chosen token's; k: also the k most likely tokens'.
+        `constraint`: this sequence's allowed-token rule, consulted before each token (logprobs are then those of
+        the masked, renormalised distribution).
         """
         ...
 
@@ -55,9 +61,13 @@ class ModelSource:
         return self.model.context_length
 
     def generate(
-        self, token_ids: Sequence[int], params: SamplingParams, top_logprobs: int | None = None
+        self,
+        token_ids: Sequence[int],
+        params: SamplingParams,
+        top_logprobs: int | None = None,
+        constraint: TokenConstraint | None = None,
     ) -> Iterator[TokenEvent | None]:
-        steps = self.model.steps(token_ids, params, self.prefill_chunk)  # validates now, before the first step
+        steps = self.model.steps(token_ids, params, self.prefill_chunk, constraint)  # validates now
         return (None if step is None else token_event(*step, top_logprobs) for step in steps)
 
 
