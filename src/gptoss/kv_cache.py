@@ -7,10 +7,30 @@ plus the chunk itself (mask by position), then the chunk's last `window` keys ov
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Protocol
+
 import torch
 
 from gptoss.config import ModelConfig
 from gptoss.errors import InputError
+
+# The attention core of one layer: (q, k, v, q_pos, k_pos) -> (T, Hq*D), masking by absolute position.
+AttentionCore = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class AttentionCache(Protocol):
+    """What Transformer.forward needs of a cache: store a layer's new keys and values, and attend over them."""
+
+    def attend(
+        self,
+        layer: int,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        positions: torch.Tensor,
+        core: AttentionCore,
+    ) -> torch.Tensor: ...
 
 
 class FullLayerCache:
@@ -92,3 +112,15 @@ class KVCache:
             )
         device = self.layers[0].k.device
         return torch.arange(self.position, self.position + n, device=device)
+
+    def attend(
+        self,
+        layer: int,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        positions: torch.Tensor,
+        core: AttentionCore,
+    ) -> torch.Tensor:
+        keys, values, k_pos = self.layers[layer].update(k, v, positions)  # (S, Hkv, D), (S,)
+        return core(q, keys, values, positions, k_pos)

@@ -16,10 +16,11 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
 from gptoss import ops
 from gptoss.config import ModelConfig, yarn_low_high
-from gptoss.kv_cache import KVCache
+from gptoss.kv_cache import AttentionCache
 
 
 @dataclass
@@ -94,9 +95,10 @@ class Transformer:
         self.rope = Rope(cfg)
         self.sm_scale = 1.0 / math.sqrt(cfg.head_dim)
 
-    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, cache: AttentionCache | None) -> torch.Tensor:
         """tokens (T,) at absolute `positions` (T,) -> final hidden states (T, H). With `cache`, the keys and values
-        of earlier positions come from it and this chunk's are added to it; without, the chunk is the sequence."""
+        of earlier positions come from it and this chunk's are added to it (the T tokens may belong to several
+        sequences, which the cache tells apart); without, the chunk is the sequence."""
         x = self.w.embedding[tokens]  # (T, H)
         cos, sin = self.rope.cos_sin(positions)
         for i, layer in enumerate(self.w.layers):
@@ -115,7 +117,7 @@ class Transformer:
         positions: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
-        cache: KVCache | None,
+        cache: AttentionCache | None,
     ) -> torch.Tensor:
         cfg, T = self.cfg, x.shape[0]
         t = ops.rms_norm(x, a.norm, cfg.rms_norm_eps)
@@ -123,11 +125,13 @@ class Transformer:
         k = ops.linear(t, a.wk, a.bk).view(T, cfg.num_key_value_heads, cfg.head_dim)  # (T, Hkv, D)
         v = ops.linear(t, a.wv, a.bv).view(T, cfg.num_key_value_heads, cfg.head_dim)  # (T, Hkv, D)
         q, k = ops.rope(q, cos, sin), ops.rope(k, cos, sin)  # half-split: j pairs with j + D/2
-        k_pos = positions
-        if cache is not None:
-            k, v, k_pos = cache.layers[layer].update(k, v, positions)  # (S, Hkv, D), (S,)
         window = cfg.sliding_window if cfg.is_sliding(layer) else 0
-        o = ops.attention(q, k, v, a.sinks, positions, k_pos, window, self.sm_scale)  # (T, Hq*D)
+
+        def core(q: Tensor, k: Tensor, v: Tensor, q_pos: Tensor, k_pos: Tensor) -> Tensor:
+            return ops.attention(q, k, v, a.sinks, q_pos, k_pos, window, self.sm_scale)  # (T, Hq*D)
+
+        # With a cache, it adds this chunk's keys and values and runs `core` over each sequence's keys.
+        o = core(q, k, v, positions, positions) if cache is None else cache.attend(layer, q, k, v, positions, core)
         return ops.linear(o, a.wo, a.bo)  # (T, H)
 
     def moe(self, x: torch.Tensor, m: MoEWeights) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """The engine seam: token ids and sampling params in, an async stream of token ids out. Knows no text or HTTP."""
 
+from gptoss.engine.batched import BatchConfig, BatchedModelSource
 from gptoss.engine.engine import (
     Engine,
     EngineNotReadyError,
@@ -12,6 +13,8 @@ from gptoss.engine.engine import (
 from gptoss.engine.source import ModelSource, TokenEvent, TokenSource, output_budget
 
 __all__ = [
+    "BatchConfig",
+    "BatchedModelSource",
     "Engine",
     "EngineNotReadyError",
     "EngineStats",

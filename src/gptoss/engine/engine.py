@@ -6,8 +6,9 @@ request's cancel flag, so a client that goes away stops its generation after at 
 at once (`QueueFullError`, mapped to HTTP 429) when one request runs and `max_queue` more already wait, rather
 than letting latency grow without bound.
 
-The public surface (submit / Generation / cancel / stats) is the seam for continuous batching: a batching engine
-keeps it and replaces `_run_one`'s single-request loop with a scheduler that steps many requests together.
+With a `BatchedModelSource` the worker instead steps all admitted requests together (continuous batching, see
+engine/scheduler.py): each step is one forward pass, after which every sequence that got a token emits it. The
+queue bound then counts requests beyond the source's `max_running`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from gptoss.engine.batched import BatchedModelSource, StepOutput
 from gptoss.engine.source import TokenEvent, TokenSource
 from gptoss.errors import GptossError
 from gptoss.sampling import SamplingParams, TokenConstraint
@@ -48,6 +50,7 @@ class GenerationStats:
     first_token_at: float | None = None
     finished_at: float | None = None
     output_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens served from the prefix cache
     finish: Finish | None = None
 
     def decode_rate(self) -> float | None:
@@ -121,10 +124,19 @@ class Generation:
         self._post(_DONE)
 
 
+@dataclass(frozen=True)
+class _Request:
+    token_ids: Sequence[int]
+    params: SamplingParams
+    top_logprobs: int | None
+    constraint: TokenConstraint | None
+
+
 @dataclass
 class _Job:
     generation: Generation
-    steps: Iterator[TokenEvent | None]
+    steps: Iterator[TokenEvent | None] | None  # None: a batched source steps it
+    request: _Request | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +149,7 @@ class EngineStats:
 class _State:
     waiting: deque[_Job] = field(default_factory=deque)
     running: _Job | None = None
+    active: dict[Generation, _Job] = field(default_factory=dict)  # admitted into a batched source
     closed: bool = False
 
 
@@ -178,13 +191,21 @@ class Engine:
 
     def stats(self) -> EngineStats:
         with self._cond:
+            if isinstance(self._source, BatchedModelSource):
+                waiting, running = self._source.counts
+                return EngineStats(len(self._state.waiting) + waiting, running)
             return EngineStats(len(self._state.waiting), int(self._state.running is not None))
+
+    @property
+    def batched(self) -> BatchedModelSource | None:
+        return self._source if isinstance(self._source, BatchedModelSource) else None
 
     def close(self) -> None:
         """Cancels everything and stops the worker thread."""
         with self._cond:
             self._state.closed = True
             jobs = list(self._state.waiting) + ([self._state.running] if self._state.running else [])
+            jobs += self._state.active.values()
             self._cond.notify_all()
         for job in jobs:
             job.generation.cancel()
@@ -203,12 +224,19 @@ class Engine:
         source = self._require_source()
         loop = asyncio.get_running_loop()
         with self._cond:
-            if len(self._state.waiting) + (self._state.running is not None) > self.max_queue:
-                raise QueueFullError(f"the request queue is full ({self.max_queue} waiting); retry later")
-            steps = source.generate(token_ids, params, top_logprobs, constraint)
+            if isinstance(source, BatchedModelSource):
+                waiting, running = source.counts
+                if len(self._state.waiting) + waiting + running >= self.max_queue + source.max_running:
+                    raise QueueFullError(f"the request queue is full ({self.max_queue} waiting); retry later")
+                source.check(token_ids, params)
+                steps, request = None, _Request(list(token_ids), params, top_logprobs, constraint)
+            else:
+                if len(self._state.waiting) + (self._state.running is not None) > self.max_queue:
+                    raise QueueFullError(f"the request queue is full ({self.max_queue} waiting); retry later")
+                steps, request = source.generate(token_ids, params, top_logprobs, constraint), None
             generation = Generation(loop, GenerationStats(len(token_ids), time.monotonic()), params.stop_tokens)
             generation.on_cancel = self._dequeue
-            self._state.waiting.append(_Job(generation, steps))
+            self._state.waiting.append(_Job(generation, steps, request))
             self._cond.notify_all()
         return generation
 
@@ -237,6 +265,9 @@ class Engine:
             if job is None:
                 return
             try:
+                if job.steps is None:
+                    self._run_batched(job)
+                    continue
                 self._finish(job, *self._run_one(job))
             finally:
                 with self._cond:
@@ -257,6 +288,7 @@ class Engine:
         gen = job.generation
         gen.stats.started_at = time.monotonic()
         last: int | None = None
+        assert job.steps is not None
         try:
             for event in job.steps:
                 if gen.cancelled:
@@ -273,6 +305,62 @@ class Engine:
             close = getattr(job.steps, "close", None)
             if close is not None:
                 close()
+
+    def _run_batched(self, first: _Job) -> None:
+        """Steps the batched source until no admitted request is left; takes in new requests between steps."""
+        source = self._source
+        assert isinstance(source, BatchedModelSource)
+        with self._cond:
+            self._state.running = None
+            self._admit(source, first)
+        while True:
+            with self._cond:
+                while self._state.waiting and not self._state.closed:
+                    self._admit(source, self._state.waiting.popleft())
+                active = self._state.active
+            for gen in [g for g in active if g.cancelled or self._state.closed]:
+                self._retire(source, gen, Finish.CANCELLED)
+            if not active:
+                return
+            try:
+                outputs = source.step()
+            except Exception as e:  # the whole batch fails; the engine goes on with the next requests
+                for gen in list(active):
+                    self._retire(source, gen, Finish.ERROR, e)
+                return
+            for out in outputs:
+                self._deliver(source, out)
+
+    def _admit(self, source: BatchedModelSource, job: _Job) -> None:
+        req = job.request
+        assert req is not None
+        job.generation.stats.started_at = time.monotonic()
+        try:
+            source.add(job.generation, req.token_ids, req.params, req.top_logprobs, req.constraint)
+        except Exception as e:  # checked at submit already; the pool cannot have shrunk, but fail it cleanly
+            self._finish(job, Finish.ERROR, e)
+            return
+        self._state.active[job.generation] = job
+
+    def _deliver(self, source: BatchedModelSource, out: StepOutput) -> None:
+        gen = out.key
+        assert isinstance(gen, Generation)
+        if gen.cancelled:
+            return  # retired before the next step
+        if out.event is not None:
+            gen.stats.cached_tokens = source.cached_tokens(gen)
+            gen._emit(out.event)
+        if out.done:
+            last = None if out.event is None else out.event.token
+            self._retire(source, gen, Finish.STOP if last in gen.stop_tokens else Finish.LENGTH)
+
+    def _retire(
+        self, source: BatchedModelSource, gen: Generation, finish: Finish, error: BaseException | None = None
+    ) -> None:
+        source.remove(gen)
+        with self._cond:
+            job = self._state.active.pop(gen)
+        self._finish(job, finish, error)
 
     def _finish(self, job: _Job, finish: Finish, error: BaseException | None = None) -> None:
         job.generation._end(finish, error)

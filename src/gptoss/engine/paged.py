@@ -1,0 +1,98 @@
+"""The paged KV cache's storage, and the cache object one batched forward pass attends through.
+
+Storage is one pair of tensors (keys, values) of shape (blocks, layers per group, block_size, Hkv, D): a block
+serves the full group or the sliding group, its layer slot j being that group's j-th layer. A batch is a flat run
+of tokens from several sequences; `BatchCache.attend` writes each sequence's new keys and values into its blocks
+and runs the attention core over that sequence's blocks only (positions past its end are masked as the future).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from gptoss.config import ModelConfig
+from gptoss.engine.blocks import FULL, SLIDING, Layout, SeqBlocks
+from gptoss.kv_cache import AttentionCore
+
+
+class PagedStorage:
+    def __init__(self, cfg: ModelConfig, num_blocks: int, block_size: int, dtype: torch.dtype) -> None:
+        self.group_of = [SLIDING if cfg.is_sliding(i) else FULL for i in range(cfg.num_hidden_layers)]
+        self.slot_of = [self.group_of[:i].count(g) for i, g in enumerate(self.group_of)]
+        per_block = max(self.group_of.count(FULL), self.group_of.count(SLIDING))
+        shape = (num_blocks, per_block, block_size, cfg.num_key_value_heads, cfg.head_dim)
+        # Zeros, not empty: masked slots still enter the attention products, and 0 * NaN would poison them.
+        self.k = torch.zeros(shape, dtype=dtype)
+        self.v = torch.zeros(shape, dtype=dtype)
+        self.block_size = block_size
+        self.layout = Layout(
+            block_size, cfg.sliding_window if SLIDING in self.group_of else 0, FULL in self.group_of,
+            SLIDING in self.group_of,
+        )  # fmt: skip
+
+    @staticmethod
+    def block_bytes(cfg: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
+        sliding = sum(cfg.is_sliding(i) for i in range(cfg.num_hidden_layers))
+        per_block = max(sliding, cfg.num_hidden_layers - sliding)
+        elem = torch.empty(0, dtype=dtype).element_size()
+        return 2 * per_block * block_size * cfg.num_key_value_heads * cfg.head_dim * elem
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One sequence's tokens in the flat batch: rows [offset, offset + n) at positions [start, start + n)."""
+
+    blocks: SeqBlocks
+    offset: int
+    start: int
+    n: int
+
+
+class BatchCache:
+    """The AttentionCache of one batched step."""
+
+    def __init__(self, storage: PagedStorage, segments: Sequence[Segment]) -> None:
+        self.storage = storage
+        self.segments = segments
+        bs = storage.block_size
+        self._where = [self._write_index(s, bs) for s in segments]
+
+    def _write_index(self, s: Segment, bs: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per group: (pool block, offset in it) of each of the segment's new positions."""
+        pos = range(s.start, s.start + s.n)
+        offsets = torch.tensor([p % bs for p in pos])
+        where = {}
+        if self.storage.layout.has_full:
+            where[FULL] = torch.tensor([s.blocks.full[p // bs] for p in pos]), offsets
+        if self.storage.layout.has_sliding:
+            where[SLIDING] = torch.tensor([s.blocks.sliding[p // bs] for p in pos]), offsets
+        return where
+
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor, positions: Tensor, core: AttentionCore) -> Tensor:
+        st = self.storage
+        group, slot = st.group_of[layer], st.slot_of[layer]
+        outs = []
+        for seg, where in zip(self.segments, self._where, strict=True):
+            rows = slice(seg.offset, seg.offset + seg.n)
+            blocks, offsets = where[group]
+            st.k[blocks, slot, offsets] = k[rows]
+            st.v[blocks, slot, offsets] = v[rows]
+            ids, logical = self._visible(seg, group)
+            keys = st.k[ids, slot].flatten(0, 1)  # (nb * bs, Hkv, D)
+            values = st.v[ids, slot].flatten(0, 1)
+            k_pos = (logical[:, None] * st.block_size + torch.arange(st.block_size)).flatten()
+            outs.append(core(q[rows], keys, values, positions[rows], k_pos))
+        return torch.cat(outs)
+
+    def _visible(self, seg: Segment, group: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pool blocks, their logical indices) this segment's queries may need in `group`."""
+        end = -(-(seg.start + seg.n) // self.storage.block_size)
+        if group == FULL:
+            return torch.tensor(seg.blocks.full[:end]), torch.arange(end)
+        first = self.storage.layout.band_start(seg.start)
+        logical = list(range(first, end))
+        return torch.tensor([seg.blocks.sliding[i] for i in logical]), torch.tensor(logical)
