@@ -59,7 +59,7 @@ def first_logits(src: BatchedModelSource, key: object, prompt: Sequence[int]) ->
 def test_block_bytes_matches_the_storage(model: gptoss.Model) -> None:
     src = source(model, blocks=10)
     assert src.pool.num_blocks == 10
-    assert src.storage.k.element_size() * src.storage.k[0].numel() * 2 == BLOCK_BYTES
+    assert src.storage.k.element_size() * src.storage.k[:, 0].numel() * 2 == BLOCK_BYTES
 
 
 def requests(seed: int, n: int, shared: int = 0) -> list[tuple[list[int], SamplingParams]]:

@@ -1,7 +1,9 @@
 """The paged KV cache's storage, and the cache object one batched forward pass attends through.
 
-Storage is one pair of tensors (keys, values) of shape (blocks, layers per group, block_size, Hkv, D): a block
-serves the full group or the sliding group, its layer slot j being that group's j-th layer. A batch is a flat run
+Storage is one pair of tensors (keys, values) of shape (layers per group, blocks, block_size, Hkv, D): a block
+serves the full group or the sliding group, its layer slot j being that group's j-th layer. Slot-major, so a
+sequence whose blocks are consecutive (the common case: the free list hands them out in order) reads its keys as
+one view, without a copy. A batch is a flat run
 of tokens from several sequences; `BatchCache.attend` writes each sequence's new keys and values into its blocks
 and runs the attention core over that sequence's blocks only (positions past its end are masked as the future).
 """
@@ -24,7 +26,7 @@ class PagedStorage:
         self.group_of = [SLIDING if cfg.is_sliding(i) else FULL for i in range(cfg.num_hidden_layers)]
         self.slot_of = [self.group_of[:i].count(g) for i, g in enumerate(self.group_of)]
         per_block = max(self.group_of.count(FULL), self.group_of.count(SLIDING))
-        shape = (num_blocks, per_block, block_size, cfg.num_key_value_heads, cfg.head_dim)
+        shape = (per_block, num_blocks, block_size, cfg.num_key_value_heads, cfg.head_dim)
         # Zeros, not empty: masked slots still enter the attention products, and 0 * NaN would poison them.
         self.k = torch.zeros(shape, dtype=dtype)
         self.v = torch.zeros(shape, dtype=dtype)
@@ -79,20 +81,26 @@ class BatchCache:
         for seg, where in zip(self.segments, self._where, strict=True):
             rows = slice(seg.offset, seg.offset + seg.n)
             blocks, offsets = where[group]
-            st.k[blocks, slot, offsets] = k[rows]
-            st.v[blocks, slot, offsets] = v[rows]
+            k_slot, v_slot = st.k[slot], st.v[slot]  # (blocks, bs, Hkv, D)
+            k_slot[blocks, offsets] = k[rows]
+            v_slot[blocks, offsets] = v[rows]
             ids, logical = self._visible(seg, group)
-            keys = st.k[ids, slot].flatten(0, 1)  # (nb * bs, Hkv, D)
-            values = st.v[ids, slot].flatten(0, 1)
+            keys, values = _gather(k_slot, ids), _gather(v_slot, ids)  # (nb * bs, Hkv, D)
             k_pos = (logical[:, None] * st.block_size + torch.arange(st.block_size)).flatten()
             outs.append(core(q[rows], keys, values, positions[rows], k_pos))
         return torch.cat(outs)
 
-    def _visible(self, seg: Segment, group: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _visible(self, seg: Segment, group: str) -> tuple[list[int], Tensor]:
         """(pool blocks, their logical indices) this segment's queries may need in `group`."""
         end = -(-(seg.start + seg.n) // self.storage.block_size)
         if group == FULL:
-            return torch.tensor(seg.blocks.full[:end]), torch.arange(end)
+            return seg.blocks.full[:end], torch.arange(end)
         first = self.storage.layout.band_start(seg.start)
-        logical = list(range(first, end))
-        return torch.tensor([seg.blocks.sliding[i] for i in logical]), torch.tensor(logical)
+        return [seg.blocks.sliding[i] for i in range(first, end)], torch.arange(first, end)
+
+
+def _gather(slot: Tensor, ids: list[int]) -> Tensor:
+    """The blocks `ids` of one layer slot, flattened to positions: a view when they are consecutive."""
+    if ids[-1] - ids[0] == len(ids) - 1 and ids == list(range(ids[0], ids[-1] + 1)):
+        return slot[ids[0] : ids[-1] + 1].flatten(0, 1)
+    return slot[torch.tensor(ids)].flatten(0, 1)
