@@ -160,6 +160,27 @@ def test_bad_arguments_exit_2(argv: list[str], message: str, capsys: pytest.Capt
     assert message in capsys.readouterr().err
 
 
+def test_busy_port_is_one_line_and_exit_2_before_anything_loads(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}
+        argv = [sys.executable, "-m", "gptoss", "serve", "--port", str(port)]
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"gptoss serve: error: cannot listen on 127.0.0.1:{port}: Address already in use "
+        "(another server is running there? pick another --port)\n"
+    )
+    assert not (tmp_path / "data").exists()  # the tiny random checkpoint was not even created
+
+
+def test_unresolvable_host_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--host", "no-such-host.invalid", "--port", "0"]) == 2
+    assert "--host no-such-host.invalid: cannot resolve it" in capsys.readouterr().err
+
+
 def test_tool_options_configure_the_builtin_tools(tmp_path: Path) -> None:
     (tmp_path / "a.md").write_text("# A\n\nalpha\n")
     parse = build_parser().parse_args

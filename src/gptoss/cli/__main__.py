@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 
 COMMANDS: dict[str, str] = {
@@ -25,8 +26,27 @@ class UserError(Exception):
     """An error caused by the user's input: printed as one line, exit status 2, no traceback."""
 
 
+def version() -> str:
+    try:
+        return importlib.metadata.version("gptoss")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree that was never installed
+        from gptoss import __version__
+
+        return __version__
+
+
+def show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every option with a real default says it in --help, unless its help text already mentions one."""
+    for action in parser._actions:
+        if not action.option_strings or action.default in (None, False, argparse.SUPPRESS):
+            continue
+        if "default" not in (action.help or ""):
+            action.help = f"{action.help} (default: %(default)s)" if action.help else "default: %(default)s"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gptoss", description="Run OpenAI's GPT-OSS models.")
+    parser.add_argument("--version", action="version", version=f"gptoss {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
         try:
@@ -37,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
             continue  # a command whose module is not written yet is simply not offered
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
+        show_defaults(p)
         p.set_defaults(_run=module.run)
     return parser
 

@@ -7,8 +7,10 @@ orchestrators can tell "starting" from "down".
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -74,6 +76,24 @@ def check_arguments(args: argparse.Namespace) -> None:
     for ok, message in checks:
         if not ok:
             raise UserError(message)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Takes the port before anything slow starts: a busy port is one clear line and exit 2, not uvicorn's error
+    after the model has loaded. uvicorn then serves on this very socket (no window for another process)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as e:
+        raise UserError(f"--host {host}: cannot resolve it ({e.strerror})") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restart over TIME_WAIT
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        hint = " (another server is running there? pick another --port)" if e.errno == errno.EADDRINUSE else ""
+        raise UserError(f"cannot listen on {host}:{port}: {e.strerror}{hint}") from None
+    return sock
 
 
 def resolve_checkpoint(model: Path | None, console: Console) -> Path:
@@ -175,13 +195,22 @@ def builtin_tools(
 
 
 def run(args: argparse.Namespace) -> int:
+    from gptoss.weights import open_checkpoint
+
+    check_arguments(args)
+    if args.model is not None:
+        open_checkpoint(args.model)  # a bad folder fails before the port is taken
+    with bind(args.host, args.port) as sock:
+        return serve_on(sock, args)
+
+
+def serve_on(sock: socket.socket, args: argparse.Namespace) -> int:
     import uvicorn
     from rich.console import Console
 
     from gptoss.engine import Engine
     from gptoss.server import create_app
 
-    check_arguments(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s")
     console = Console(stderr=True)
     path = resolve_checkpoint(args.model, console)
@@ -204,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
         )
 
     load_in_background(args, path, console, loaded)
-    server.run()
+    server.run(sockets=[sock])
     engine.close()
     if failure:
         raise UserError(f"could not load the model from {path}: {failure[0]}")
