@@ -16,6 +16,7 @@ import pytest
 
 from gptoss.harmony import Author, Message, Role, ToolNamespaceConfig
 from gptoss.tools import sandbox as sandbox_module
+from gptoss.tools import scratch
 from gptoss.tools.python import EMPTY_OUTPUT_HINT, PythonTool, python_description
 from gptoss.tools.sandbox import SandboxConfig, SandboxPool, live_processes_of
 from tests.tools.conftest import TEST_CONFIG, wait_until_gone
@@ -319,6 +320,16 @@ def test_sandboxes_die_with_a_killed_server() -> None:
         server.kill()
         server.wait()
     assert not wait_until_gone(uid, set())
+    # Nor its capped scratch mounts: the next pool on these uids unmounts them before its first interpreter.
+    mounts = Path(SandboxConfig().mount_dir) / str(uid)
+    assert len(scratch.mounted_under(mounts)) == 3
+    pool = SandboxPool(SandboxConfig(TEST_CONFIG.limits, uid_base=62700, uid_count=4))
+    try:
+        pool._sweep_once()  # what its first start does
+        assert not scratch.mounted_under(mounts)
+        assert PythonTool(pool).execute("print(2)") == "2\n"
+    finally:
+        pool.close()
     # A killed server cannot remove its cgroups; the next pool reuses them. Leave none behind here.
     limiter = SandboxPool(TEST_CONFIG).memory_limiter()
     for parent in limiter.parents.values() if limiter is not None else []:
@@ -346,7 +357,7 @@ def test_cpu_limit_is_per_call() -> None:
 
 
 def test_unexpected_host_failure_becomes_a_message(tool: PythonTool, monkeypatch: pytest.MonkeyPatch) -> None:
-    def fail(code: str, wall_seconds: float | None = None) -> None:
+    def fail(code: str, wall_seconds: float | None = None, cancel: threading.Event | None = None) -> None:
         raise OSError(24, "Too many open files")
 
     monkeypatch.setattr(tool.session, "run", fail)

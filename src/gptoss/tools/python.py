@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 
 from gptoss.harmony import Message, ToolNamespaceConfig
 from gptoss.harmony.builtin_tools import PYTHON_DESCRIPTION
@@ -77,11 +78,18 @@ def format_result(result: ExecResult, wall_seconds: float, output_bytes: int) ->
     if output:
         parts.append(output.rstrip("\n"))
     lost = "the python process was killed and its state (variables, imports) was reset."
+    died = f"[ERROR] The python process ended ({result.detail}); its state was reset."
+    if not result.ran:
+        died = f"[ERROR] The python process ended ({result.detail}) before running the code; it was not run."
     reason = {
         Outcome.TIMEOUT: f"[ERROR] Execution timed out after {wall_seconds:g} seconds; {lost}",
         Outcome.OUTPUT_LIMIT: f"[ERROR] Output exceeded {output_bytes} bytes and was cut off; {lost}",
-        Outcome.DIED: f"[ERROR] The python process ended ({result.detail}); its state was reset.",
-        Outcome.LEFTOVERS: f"[ERROR] The code or processes it started kept running after the call ended; {lost}",
+        Outcome.DIED: died,
+        Outcome.LEFTOVERS: (
+            f"[ERROR] The code or processes it started kept running after the call ended ({result.detail}); {lost}"
+        ),
+        Outcome.STREAMS: f"[ERROR] The code took over the interpreter's output: {result.detail}; {lost}",
+        Outcome.CANCELLED: "[ERROR] The call was cancelled" + ("; the code was not run." if not result.ran else "."),
     }[result.outcome]
     parts.append(reason)
     return "\n".join(parts)
@@ -104,15 +112,15 @@ class PythonTool(Tool):
     def namespace_config(self) -> ToolNamespaceConfig:
         return ToolNamespaceConfig("python", python_description(self.wall_seconds), [])
 
-    def execute(self, code: str) -> str:
-        """Run `code` (blocking) and return the text the model will read."""
+    def execute(self, code: str, cancel: threading.Event | None = None) -> str:
+        """Run `code` (blocking) and return the text the model will read. `cancel`: see `PythonSession.run`."""
         limits = self.pool.config.limits
         if len(code.encode("utf-8", "replace")) > limits.code_bytes:
             return f"[ERROR] The code is larger than {limits.code_bytes} bytes; it was not run."
         if not code.strip():
             return "[ERROR] No code was sent: the message to python must contain the Python code to run."
         try:
-            result = self.session.run(code, self.wall_seconds)
+            result = self.session.run(code, self.wall_seconds, cancel)
         except SandboxUnavailable as e:
             return f"[ERROR] The python tool is unavailable: {e} The code was not run."
         except SandboxBusy as e:
@@ -125,11 +133,13 @@ class PythonTool(Tool):
 
     async def process(self, message: Message) -> list[Message]:
         code = call_code(message)
-        task = asyncio.ensure_future(asyncio.to_thread(self.execute, code))
+        cancel = threading.Event()
+        task = asyncio.ensure_future(asyncio.to_thread(self.execute, code, cancel))
         try:
             text = await asyncio.shield(task)
         except asyncio.CancelledError:
-            self.session.interrupt()  # the caller went away: stop the code instead of letting it run on
+            # The caller went away: stop the code instead of letting it run on; the next call says the state is gone.
+            self.session.interrupt(cancel)
             raise
         return [tool_message(message.recipient or self.name, text, message.channel)]
 

@@ -4,16 +4,19 @@ Design (measured choices: shared/reference/sandbox-and-server-reliability.md):
 - Each interpreter is `setpriv ... prlimit ... bwrap ... python3 -I -u -c <sandbox_worker>`, run as its own unprivileged
   uid (61000 + n, one per live interpreter, held with a lock file so other processes on the machine skip it):
   RLIMIT_NPROC is ignored for uid 0, and a uid of its own lets the host find and kill every process it made.
-- bwrap gives it a read-only /usr (plus the /bin, /lib symlinks), no other host file, size-capped tmpfs /tmp,
-  /mnt/data and /dev/shm, its own network namespace (no interfaces but lo), pid/ipc/uts/cgroup namespaces, a
-  cleared environment, no capabilities, no nested user namespaces, a new session, death with its parent.
+- bwrap gives it a read-only /usr (plus the /bin, /lib symlinks), no other host file, a read-only / and /dev,
+  writable /tmp, /mnt/data and /dev/shm that are tmpfs mounts capped in bytes and inodes (scratch.py), its own
+  network namespace (no interfaces but lo), pid/ipc/uts/cgroup namespaces, a cleared environment, no capabilities,
+  no nested user namespaces, a new session, death with its parent.
 - rlimits: CPU time (reset per call by the worker, capped per interpreter), address space, file size, processes,
   open files, no core dumps. A seccomp filter (seccomp.py) refuses ptrace, mounts, bpf, io_uring and the like. A
   memory+pids cgroup per interpreter (cgroup.py, where the machine allows) caps the sum over its processes. The host
   adds a wall clock per call and caps the bytes of output it reads.
-- After every call the worker kills the processes the call left behind; the host then checks the uid's process
-  list and kills the whole sandbox (SIGKILL to its pid-namespace init, then anything left with the uid) if the
-  worker lied, the call ran out of time or output, or the interpreter died. Killed interpreters lose their state.
+- After every call the worker kills the processes the call left behind and restores fds 1/2; the host then stops
+  the interpreter (SIGSTOP, until the next call: nothing of it runs between calls) and checks, while it is
+  stopped, that it is back to one thread, the base processes and its output pipe on fds 1/2. Otherwise, or if the
+  call ran out of time or output, or the interpreter died, it kills the whole sandbox (SIGKILL to its pid-namespace
+  init, then anything left with the uid). Killed interpreters lose their state, and the next call says so.
 - Idle interpreters are reaped by a background thread; the least recently used idle one is evicted when all slots
   are taken.
 
@@ -46,7 +49,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gptoss.tools import sandbox_worker, seccomp
+from gptoss.tools import procfs, sandbox_worker, scratch, seccomp
 from gptoss.tools.cgroup import Cgroup, CgroupLimiter
 
 T = TypeVar("T")
@@ -76,7 +79,9 @@ class SandboxLimits:
     processes: int = 32  # RLIMIT_NPROC for the slot's uid (threads count)
     open_files: int = 64  # RLIMIT_NOFILE
     tmp_bytes: int = 64 << 20  # each of /tmp and /mnt/data
+    tmp_inodes: int = 16384  # files and directories in each of /tmp and /mnt/data
     shm_bytes: int = 1 << 20  # /dev/shm
+    shm_inodes: int = 256
     output_bytes: int = 1 << 20  # bytes of stdout+stderr read per call; more kills the interpreter
     code_bytes: int = 1 << 20  # largest accepted cell
 
@@ -89,6 +94,7 @@ class SandboxConfig:
     uid_base: int = 61000
     uid_count: int = 64
     lock_dir: str = "/run/gptoss-sandbox"
+    mount_dir: str = "/run/gptoss-sandbox-mounts"  # the capped tmpfs mounts, <mount_dir>/<uid>/{tmp,data,shm}
     max_interpreters: int = 8
     idle_seconds: float = 600.0  # an interpreter idle this long is stopped (its state is lost)
     start_seconds: float = 15.0  # time allowed for an interpreter to start
@@ -101,15 +107,18 @@ class Outcome(StrEnum):
     TIMEOUT = "timeout"
     OUTPUT_LIMIT = "output_limit"
     DIED = "died"
-    LEFTOVERS = "leftovers"
+    LEFTOVERS = "leftovers"  # a thread or process outlived the call
+    STREAMS = "streams"  # fds 1/2 no longer lead to the output pipe after the call
+    CANCELLED = "cancelled"  # the caller went away; nobody reads this result
 
 
 @dataclass(frozen=True)
 class ExecResult:
     output: str  # stdout and stderr interleaved, decoded as UTF-8 (invalid bytes replaced)
     outcome: Outcome
-    detail: str = ""  # for DIED: how it ended (exit status / signal)
+    detail: str = ""  # DIED: how it ended (exit status / signal); LEFTOVERS / STREAMS: what was found
     state_reset: str | None = None  # set when this call started a fresh interpreter after losing the old one
+    ran: bool = True  # False when the interpreter never started running this call's code
 
     @property
     def killed(self) -> bool:
@@ -246,6 +255,17 @@ class UidSlots:
         with self._lock:
             self._unlock(uid)
 
+    def sweep(self, cleanup: Callable[[int], None]) -> None:
+        """Run `cleanup(uid)` for every uid of the range that no live holder has (what a dead server left)."""
+        self.lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with self._lock:
+            for uid in range(self.base, self.base + self.count):
+                if uid not in self._held and self._try_lock(uid):
+                    try:
+                        cleanup(uid)
+                    finally:
+                        self._unlock(uid)
+
     def _try_lock(self, uid: int) -> bool:
         fd = os.open(self.lock_dir / f"uid-{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
@@ -286,8 +306,22 @@ def _root_links() -> list[str]:
     return args
 
 
+def scratch_dirs(limits: SandboxLimits) -> list[scratch.Scratch]:
+    """The sandbox's only writable directories, each its own capped tmpfs."""
+    return [
+        scratch.Scratch("tmp", "/tmp", limits.tmp_bytes, limits.tmp_inodes),
+        scratch.Scratch("data", "/mnt/data", limits.tmp_bytes, limits.tmp_inodes),
+        scratch.Scratch("shm", "/dev/shm", limits.shm_bytes, limits.shm_inodes),
+    ]
+
+
 def sandbox_command(
-    config: SandboxConfig, uid: int, interpreter: str, control_fd: int, seccomp_fd: int | None
+    config: SandboxConfig,
+    uid: int,
+    interpreter: str,
+    control_fd: int,
+    seccomp_fd: int | None,
+    scratch_paths: dict[str, Path],
 ) -> list[str]:
     lim = config.limits
     bwrap = config.bwrap or shutil.which("bwrap") or "bwrap"
@@ -305,9 +339,10 @@ def sandbox_command(
         "--",
     ]
     mounts = ["--ro-bind", "/usr", "/usr", *_root_links(), "--proc", "/proc", "--dev", "/dev"]
-    mounts += ["--size", str(lim.shm_bytes), "--tmpfs", "/dev/shm"]
-    mounts += ["--size", str(lim.tmp_bytes), "--tmpfs", "/tmp"]
-    mounts += ["--size", str(lim.tmp_bytes), "--tmpfs", "/mnt/data", "--chdir", "/tmp"]
+    for item in scratch_dirs(lim):
+        mounts += ["--bind", str(scratch_paths[item.name]), item.target]
+    # bwrap's / and /dev are tmpfs without any cap: read-only once the mount points exist.
+    mounts += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/tmp"]
     isolation = ["--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534", "--disable-userns"]
     isolation += ["--cap-drop", "ALL", "--die-with-parent", "--new-session", "--hostname", "sandbox"]
     if seccomp_fd is not None:
@@ -366,6 +401,9 @@ class Interpreter:
         self._seq = 0
         self._worker_pid: int | None = None  # host pid of the interpreter
         self._request_fd: int | None = None  # the fd it reads requests from (reported before any model code ran)
+        self._output_pipe = ""  # what /proc shows for the output pipe, which fds 1 and 2 must lead to
+        self._started = False  # the worker said it took the current request (its code may have run)
+        self._scratch_root = Path(config.mount_dir) / str(uid)
 
     def start(self) -> None:
         interpreter = find_interpreter(self.config)
@@ -380,8 +418,15 @@ class Interpreter:
             os.write(filter_w, program)  # a few hundred bytes: fits the pipe buffer
             os.close(filter_w)
         passed = (ctl_w,) if filter_fd is None else (ctl_w, filter_fd)
+        self._output_pipe = procfs.pipe_name(out_w)
         try:
-            command = sandbox_command(self.config, self.uid, interpreter, ctl_w, filter_fd)
+            paths = scratch.mount_all(self._scratch_root, self.uid, scratch_dirs(self.config.limits))
+        except OSError as e:
+            for fd in (out_r, out_w, ctl_r, *passed):
+                os.close(fd)
+            raise SandboxUnavailable(f"could not mount the sandbox's capped scratch directories: {e}") from e
+        try:
+            command = sandbox_command(self.config, self.uid, interpreter, ctl_w, filter_fd, paths)
             self.proc = _SPAWNER.run(
                 lambda: subprocess.Popen(
                     command, stdin=subprocess.PIPE, stdout=out_w, stderr=out_w, pass_fds=passed, env={},
@@ -391,6 +436,8 @@ class Interpreter:
         except OSError as e:
             for fd in (out_r, out_w, ctl_r, *passed):
                 os.close(fd)
+            with contextlib.suppress(OSError):
+                scratch.unmount_all(self._scratch_root)
             raise SandboxUnavailable(f"could not start bubblewrap: {e}") from e
         for fd in (out_w, *passed):
             os.close(fd)
@@ -403,25 +450,55 @@ class Interpreter:
         if status is Outcome.OK:
             self._find_worker()
             self._enter_cgroup()
+            if self._worker_pid is None or not procfs.stop(self._worker_pid):
+                self.kill()
+                raise SandboxUnavailable("the sandbox started but its interpreter process could not be found")
         if status is not Outcome.OK:
             text = output.decode("utf-8", "replace").strip()[-2000:]
             self.kill()
             raise SandboxUnavailable(f"the sandbox did not start ({status.value}): {text or 'no output'}")
 
     def execute(self, code: str, wall_seconds: float, cpu_seconds: int) -> tuple[bytes, Outcome, str]:
-        """Run one cell. Returns (output bytes, outcome, detail); any outcome but OK has killed the sandbox."""
+        """Run one cell. Returns (output bytes, outcome, detail); any outcome but OK has killed the sandbox.
+        `started` says afterwards whether the worker took the request (else the code certainly did not run)."""
         self._seq += 1
+        self._started = False
         request = json.dumps({"code": code, "cpu": cpu_seconds, "seq": self._seq}).encode() + b"\n"
         output = bytearray()
+        if self._worker_pid is not None:
+            procfs.resume(self._worker_pid)
         status = self._pump(request, wall_seconds, output, ("done", self._seq))
         detail = ""
-        if status is Outcome.OK and not (self._only_base_processes() and self._worker_waits_for_requests()):
-            status = Outcome.LEFTOVERS
+        if status is Outcome.OK:
+            status, detail = self._settle()
         if status is Outcome.DIED:
-            detail = self._exit_detail()
+            detail = self.exit_detail()
         if status is not Outcome.OK:
             self.kill()
         return bytes(output), status, detail
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    def _settle(self) -> tuple[Outcome, str]:
+        """After "done": the interpreter idle in its read, then stopped until the next call, and while stopped back
+        to one thread, the base processes and the output pipe on fds 1 and 2 (else the sandbox is killed)."""
+        if not self._worker_waits_for_requests():
+            return Outcome.LEFTOVERS, "the interpreter kept running code"
+        assert self._worker_pid is not None
+        if not procfs.stop(self._worker_pid):
+            return Outcome.LEFTOVERS, "the interpreter could not be paused"
+        threads = procfs.live_threads(self._worker_pid)
+        if threads != 1:
+            return Outcome.LEFTOVERS, f"{threads - 1} thread{'s' if threads != 2 else ''} still running"
+        if not self._only_base_processes():
+            return Outcome.LEFTOVERS, "a process still running"
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            target = procfs.fd_target(self._worker_pid, fd)
+            if target != self._output_pipe:
+                return Outcome.STREAMS, f"{name} (fd {fd}) now leads to {target or 'nothing (closed)'}"
+        return Outcome.OK, ""
 
     def _pump(self, request: bytes, seconds: float, output: bytearray, wanted: tuple[str, object]) -> Outcome:
         """Send `request`, collect output until the control line {key: value} `wanted` arrives (a stale "done"
@@ -459,6 +536,8 @@ class Interpreter:
                         if lines is None:
                             self._drain(output, limit)
                             return Outcome.DIED
+                        if any(line.get("started") == self._seq for line in lines):
+                            self._started = True
                         matched = [line for line in lines if line.get(wanted[0]) == wanted[1]]
                         if matched:
                             fd = matched[0].get("fd")
@@ -570,7 +649,7 @@ class Interpreter:
         listed = self.cgroup.pids() if self.cgroup is not None else None
         return listed if listed is not None else set(live_processes_of(self.uid))
 
-    def _exit_detail(self) -> str:
+    def exit_detail(self) -> str:
         assert self.proc is not None
         try:
             code = self.proc.wait(timeout=1.0)
@@ -590,6 +669,8 @@ class Interpreter:
         if self.proc is None:
             return
         if self.proc.poll() is None:
+            if self._worker_pid is not None:
+                procfs.resume(self._worker_pid)  # paused between calls: it must run to see its input end
             self._close_stdin()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=1.0)
@@ -609,6 +690,8 @@ class Interpreter:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=2.0)
         kill_uid(self.uid)
+        with contextlib.suppress(OSError):  # best effort here; the next start on this uid unmounts again or fails
+            scratch.unmount_all(self._scratch_root)
         if self.cgroup is not None:
             deadline = time.monotonic() + 1.0
             while not self.cgroup.remove() and time.monotonic() < deadline:
@@ -647,30 +730,51 @@ class PythonSession:
         self.busy = False
         self.uid: int | None = None  # the uid of the current (or last) interpreter
         self._lost: str | None = None  # why the previous interpreter (and its state) went away
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held for a whole call
+        self._call_lock = threading.Lock()  # guards `_running` between a call and `interrupt`
+        self._running: threading.Event | None = None  # the cancel event of the call executing now
+        self._interrupted = False  # `interrupt` killed the call executing now
 
-    def run(self, code: str, wall_seconds: float | None = None) -> ExecResult:
+    def run(self, code: str, wall_seconds: float | None = None, cancel: threading.Event | None = None) -> ExecResult:
         """Run `code` in this session's interpreter. Raises SandboxUnavailable / SandboxBusy; never runs code
-        outside the sandbox."""
+        outside the sandbox. `cancel` is this call's event for `interrupt(cancel)`."""
         limits = self.pool.config.limits
         wall = limits.wall_seconds if wall_seconds is None else wall_seconds
         with self._lock:
             self.busy = True
             try:
-                fresh = self.interpreter is None
-                if fresh:
-                    self.interpreter = self.pool._start_interpreter(self)
-                    self.uid = self.interpreter.uid
-                assert self.interpreter is not None
-                out, outcome, detail = self.interpreter.execute(code, wall, limits.cpu_seconds)
-                reset, self._lost = (self._lost if fresh else None), None
-                if outcome is not Outcome.OK:
-                    self._release("killed")
-                    self._lost = None  # the caller reports this one itself
-                return ExecResult(out.decode("utf-8", "replace"), outcome, detail, reset)
+                return self._run_locked(code, wall, cancel)
             finally:
                 self.busy = False
                 self.last_used = time.monotonic()
+
+    def _run_locked(self, code: str, wall: float, cancel: threading.Event | None) -> ExecResult:
+        if self.interpreter is not None and not self.interpreter.alive:
+            self._release(f"the python process ended between calls: {self.interpreter.exit_detail()}")
+        fresh = self.interpreter is None
+        if fresh:
+            self.interpreter = self.pool._start_interpreter(self)
+            self.uid = self.interpreter.uid
+        interpreter = self.interpreter
+        assert interpreter is not None
+        with self._call_lock:
+            if cancel is not None and cancel.is_set():
+                return ExecResult("", Outcome.CANCELLED, ran=False)  # nobody waits for it: keep `_lost` for later
+            self._running, self._interrupted = cancel, False
+        reset, self._lost = (self._lost if fresh else None), None
+        try:
+            out, outcome, detail = interpreter.execute(code, wall, self.pool.config.limits.cpu_seconds)
+        finally:
+            with self._call_lock:
+                self._running = None
+        if cancel is not None and cancel.is_set():
+            if outcome is not Outcome.OK or self._interrupted:  # killed: the next call says why its state is gone
+                self._release("the previous call was cancelled before it finished")
+            outcome = Outcome.CANCELLED
+        elif outcome is not Outcome.OK:
+            self._release("killed")
+            self._lost = None  # the caller reports this one itself
+        return ExecResult(out.decode("utf-8", "replace"), outcome, detail, reset, interpreter.started)
 
     def reset(self) -> None:
         """Forget all state: the next call starts a fresh interpreter."""
@@ -681,13 +785,21 @@ class PythonSession:
     def close(self) -> None:
         self.reset()
 
-    def interrupt(self) -> None:
-        """Kill a running call from another thread (e.g. the request was cancelled); the state is lost."""
-        interpreter = self.interpreter
-        proc = interpreter.proc if interpreter is not None else None  # read once: kill() may clear it meanwhile
-        if proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+    def interrupt(self, cancel: threading.Event | None = None) -> None:
+        """Stop a call from another thread because its caller went away; the state is then lost, and the next
+        call says so. With `cancel` (the event given to that call's `run`): that call is killed if it is
+        running, and never runs if it has not started yet. Without: whatever runs now is killed."""
+        with self._call_lock:
+            if cancel is not None:
+                cancel.set()
+                if self._running is not cancel:
+                    return
+            interpreter = self.interpreter
+            proc = interpreter.proc if interpreter is not None else None  # read once: kill() may clear it
+            if proc is not None:
+                self._interrupted = True
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
 
     def _release(self, reason: str) -> None:
         """Stop the interpreter (if any) and give its slot back. Caller holds the session lock."""
@@ -720,6 +832,7 @@ class SandboxPool:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
+        self._swept = False
         _POOLS.add(self)
 
     def unavailable_reason(self) -> str | None:
@@ -775,6 +888,7 @@ class SandboxPool:
         if reason is not None:
             raise SandboxUnavailable(reason)
         self._make_room()
+        self._sweep_once()
         uid = self.slots.acquire()
         interpreter = Interpreter(self.config, uid, self.memory_limiter())
         try:
@@ -786,6 +900,16 @@ class SandboxPool:
             self._live[session] = interpreter
         self._ensure_reaper()
         return interpreter
+
+    def _sweep_once(self) -> None:
+        """Unmount the scratch tmpfs (up to 64 MiB of RAM each) that a server killed earlier left behind."""
+        with self._lock:
+            if self._swept:
+                return
+            self._swept = True
+        root = Path(self.config.mount_dir)
+        if root.is_dir():
+            self.slots.sweep(lambda uid: scratch.unmount_all(root / str(uid)))
 
     def _stop_interpreter(self, session: PythonSession, interpreter: Interpreter) -> None:
         with self._lock:

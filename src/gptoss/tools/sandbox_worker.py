@@ -2,17 +2,20 @@
 
 It is NOT a security boundary: the model's code runs in this same process and can rewrite it. It only makes the
 common case pleasant (one namespace kept across calls, Jupyter-style display of the last expression, clean
-tracebacks, background processes stopped after each call). Every limit is enforced outside it, by bubblewrap,
-rlimits and the host, which trusts nothing it says.
+tracebacks, background processes stopped and stdout/stderr restored after each call, threads the code started
+waited for). Every limit is enforced outside it, by bubblewrap, rlimits and the host, which trusts nothing it says
+and checks the interpreter (threads, processes, fds 1 and 2) itself after every call.
 
 Channels: requests arrive as JSON lines on stdin (moved to a private fd so `input()` reads /dev/null); the code's
-stdout and stderr go to the host's output pipe; "ready"/"done" JSON lines go to the control fd given in argv[1].
+stdout and stderr go to the host's output pipe; "ready"/"started"/"done" JSON lines go to the control fd given in
+argv[1].
 """
 
 from __future__ import annotations
 
 import ast
 import contextlib
+import io
 import json
 import linecache
 import math
@@ -20,6 +23,7 @@ import os
 import resource
 import signal
 import sys
+import threading
 import traceback
 from typing import Any, BinaryIO
 
@@ -90,28 +94,62 @@ def stop_background_processes() -> None:
             return
 
 
-def restore_streams() -> None:
-    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+def wait_for_threads() -> None:
+    """Like a script's end: wait for the non-daemon threads the cell started (the host's wall clock bounds this).
+    Daemon threads are not waited for; the host kills the interpreter if any thread is left."""
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            with contextlib.suppress(RuntimeError):
+                thread.join()
+
+
+def save_streams() -> tuple[int, int]:
+    """Private copies of fds 1 and 2 (the host's output pipe), to put back after each cell."""
+    return os.dup(1), os.dup(2)
+
+
+def _usable(stream: Any, fd: int) -> bool:
+    try:
+        return stream is not None and not stream.closed and stream.fileno() == fd
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _text_stream(fd: int) -> io.TextIOWrapper:
+    raw = io.FileIO(fd, "wb", closefd=False)
+    return io.TextIOWrapper(raw, "utf-8", "backslashreplace", line_buffering=True, write_through=True)
+
+
+def restore_streams(saved: tuple[int, int]) -> None:
+    """fds 1 and 2 back to the output pipe (a cell may have dup2'ed /dev/null over them), and sys.stdout/stderr
+    back to working file objects on them."""
     for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except (OSError, ValueError):
-            pass
+        with contextlib.suppress(Exception):
+            stream.flush()
+    for fd, copy in zip((1, 2), saved, strict=True):
+        with contextlib.suppress(OSError):
+            os.dup2(copy, fd)
+    for name, fd in (("__stdout__", 1), ("__stderr__", 2)):
+        if not _usable(getattr(sys, name), fd):  # closed or replaced by the cell
+            setattr(sys, name, _text_stream(fd))
+    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
 
 
 def main() -> None:
     requests, control = open_channels(int(sys.argv[1]))
+    streams = save_streams()
     main_pid = os.getpid()
     namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
     control.write(json.dumps({"ready": True, "fd": requests.fileno()}).encode() + b"\n")
     for number, line in enumerate(requests, start=1):
         request = json.loads(line)
+        control.write(json.dumps({"started": request["seq"]}).encode() + b"\n")
         set_cpu_budget(int(request["cpu"]))
         run_cell(str(request["code"]), number, namespace)
         if os.getpid() != main_pid:  # a child forked by the cell fell through to here: it must not answer
             os._exit(0)
-        restore_streams()
+        wait_for_threads()
+        restore_streams(streams)
         stop_background_processes()
         control.write(json.dumps({"done": request["seq"]}).encode() + b"\n")
 
