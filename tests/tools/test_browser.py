@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
 from gptoss.harmony import Author, Message, Role, ToolNamespaceConfig, o200k_harmony
 from gptoss.tools.browser import BrowserTool, LocalIndex, PageKind, SearchResult, html_to_page, markdown_to_page
-from gptoss.tools.browser.page import wrap_lines
+from gptoss.tools.browser.backend import Backend
+from gptoss.tools.browser.page import Page, text_to_page, wrap_lines
 from tests.tools.conftest import DOCS
 
 BASE = "https://docs.example.com/"
@@ -94,6 +97,49 @@ def test_wrapping_keeps_whitespace_and_empty_lines() -> None:
     assert all(len(x) <= 80 for x in lines)
     assert "".join(lines[:-2]) == line
     assert lines[-2:] == ["", "  indented"]
+
+
+@pytest.mark.parametrize("length", [1, 79, 80, 81, 160, 1000, 4321])
+@pytest.mark.parametrize("char", ["a", "é", "【", "\u00a0", "_"])
+def test_unbreakable_lines_wrap_exactly_as_textwrap(length: int, char: str) -> None:
+    line = (char + "bc") * (length // 3 + 1)
+    expected = textwrap.wrap(line, width=80, replace_whitespace=False, drop_whitespace=False)
+    assert wrap_lines(line) == expected
+
+
+class HugeLineBackend(Backend):
+    """One page of a single 2 MiB line that textwrap cuts slowly (a hyphen keeps it off the fast path)."""
+
+    def handles(self, url: str) -> bool:
+        return True
+
+    async def fetch(self, url: str, *, view_source: bool = False) -> Page:
+        return text_to_page("x" * (2 << 20) + "-tail", url)
+
+
+def test_rendering_a_huge_line_does_not_block_the_event_loop() -> None:
+    async def open_while_ticking() -> tuple[str, float]:
+        gaps: list[float] = []
+        done = asyncio.Event()
+
+        async def tick() -> None:
+            last = time.monotonic()
+            while not done.is_set():
+                await asyncio.sleep(0.01)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        ticker = asyncio.ensure_future(tick())
+        text = await BrowserTool(HugeLineBackend()).open("https://huge.test/")
+        done.set()
+        await ticker
+        return text, max(gaps)
+
+    text, worst_gap = asyncio.run(open_while_ticking())
+    assert text.startswith("[0] " + "x" * 80)
+    assert "L0: " + "x" * 80 in text
+    assert worst_gap < 0.5, f"the event loop stalled for {worst_gap:.2f} s"
 
 
 # -- the index --------------------------------------------------------------------------------------------------

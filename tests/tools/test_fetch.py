@@ -5,6 +5,9 @@ maps two "public" addresses to a fake HTTP server on 127.0.0.1 (any other addres
 from __future__ import annotations
 
 import asyncio
+import gc
+import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +17,7 @@ import httpx
 import pytest
 
 from gptoss.harmony import Author, Message, Role
+from gptoss.tools import BuiltinTools
 from gptoss.tools.browser import BrowserTool, UrlRefused, WebFetcher
 from gptoss.tools.browser.backend import BackendError
 
@@ -307,3 +311,22 @@ def test_browser_reports_refusals_as_tool_text(site: type[FakeSite]) -> None:
         "[0] Fake (http://public.test/page)\n**viewing lines [0 - 0] of 0**\n\nL0: Host: public.test"
     )
     assert router.requests and browser.citation_target(0) == ("http://public.test/page", "Fake")
+
+
+def test_sync_tools_close_leaves_nothing_pending(site: type[FakeSite], caplog: pytest.LogCaptureFixture) -> None:
+    """A page cut at max_bytes leaves httpx's byte stream (an async generator) open; closing the tools' private
+    loop must finalise it and every task instead of destroying them pending."""
+    fetcher, _, _ = make(site, max_bytes=1000)
+    tools = BuiltinTools(browser=BrowserTool(fetcher))
+    message = (
+        Message.from_author_and_content(Author.new(Role.ASSISTANT), json.dumps({"id": "http://public.test/big"}))
+        .with_recipient("browser.open")
+        .with_channel("commentary")
+    )
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        assert "x" * 80 in tools.run_sync(message).output
+        tools.close()
+        del tools, fetcher
+        gc.collect()
+    assert "Task was destroyed but it is pending" not in caplog.text
+    assert not caplog.records, caplog.text

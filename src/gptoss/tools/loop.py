@@ -78,7 +78,7 @@ class BuiltinTools:
         self.browser, self.python = browser, python
         self.function_fallbacks = function_fallbacks
         self.user_functions = frozenset(user_functions)
-        self._loop: asyncio.AbstractEventLoop | None = None  # run_sync's loop, kept so connections stay usable
+        self._runner: asyncio.Runner | None = None  # run_sync's loop, kept so connections stay usable
 
     def namespaces(self) -> list[ToolNamespaceConfig]:
         """The system-message sections of the enabled tools (none when no tool is enabled)."""
@@ -125,10 +125,11 @@ class BuiltinTools:
         return ToolStep(route.tool, route.function, messages, arguments, output)
 
     def run_sync(self, message: Message) -> ToolStep:
-        """`run` for callers without an event loop (the chat CLI); every call uses the same private loop."""
-        if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-        return self._loop.run_until_complete(self.run(message))
+        """`run` for callers without an event loop (the chat CLI); every call uses the same private loop. Ctrl-C
+        cancels the call (stopping its code) and then raises KeyboardInterrupt."""
+        if self._runner is None:
+            self._runner = asyncio.Runner()
+        return self._runner.run(self.run(message))
 
     def unknown_tool_message(self, message: Message) -> Message:
         """A tool message telling the model its recipient is not an available tool (for the caller to append)."""
@@ -148,14 +149,12 @@ class BuiltinTools:
             self.python.reset()
 
     def close(self) -> None:
-        """Stop the python interpreter and close the browser's connections (outside an event loop)."""
-        if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-        try:
-            self._loop.run_until_complete(self.aclose())
-        finally:
-            self._loop.close()
-            self._loop = None
+        """Stop the python interpreter and close the browser's connections (outside an event loop). Tasks an
+        interrupted `run_sync` left are cancelled and async generators finalised before the loop closes, so
+        nothing is destroyed while pending."""
+        runner, self._runner = self._runner or asyncio.Runner(), None
+        with runner:
+            runner.run(self.aclose())
 
     async def aclose(self) -> None:
         if self.python is not None:

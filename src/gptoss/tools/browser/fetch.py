@@ -150,6 +150,16 @@ def check_host(target: Target) -> Address | None:
     return None
 
 
+def _to_page(body: str, url: str, content_type: str, view_source: bool) -> Page:
+    if view_source:
+        return source_page(body, url)
+    if "html" in content_type:
+        return html_to_page(body, url)
+    if "markdown" in content_type:
+        return markdown_to_page(body, url)
+    return text_to_page(body, url)
+
+
 async def system_resolver(host: str, port: int) -> list[str]:
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return [str(info[4][0]) for info in infos]
@@ -210,13 +220,7 @@ class WebFetcher(Backend):
             raise BackendError(f"Timed out after {self.timeout:g} seconds fetching `{url}`.") from None
         except httpx.HTTPError as e:
             raise BackendError(f"Error fetching `{url}`: {type(e).__name__}: {e}") from None
-        if view_source:
-            return source_page(body, final_url)
-        if "html" in content_type:
-            return html_to_page(body, final_url)
-        if "markdown" in content_type:
-            return markdown_to_page(body, final_url)
-        return text_to_page(body, final_url)
+        return await asyncio.to_thread(_to_page, body, final_url, content_type, view_source)  # lxml: CPU-bound
 
     async def _get(self, url: str) -> tuple[str, str, str]:
         """(final URL, content type, text) following vetted redirects."""

@@ -11,6 +11,7 @@ One instance per conversation (the stack is the conversation's browsing history)
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Sequence
@@ -117,7 +118,7 @@ class BrowserTool(Tool):
             results = await backend.search(query, max(1, min(topn, self.max_search_results)))
         except BackendError as e:
             raise ToolError(f"Error during search for `{query}`: {e}") from None
-        return self._push_and_show(results_page(query, results), 0, -1)
+        return await self._push_and_show(results_page(query, results), 0, -1)
 
     async def open(
         self, id: object = -1, *, cursor: int = -1, loc: int = -1, num_lines: int = -1, view_source: bool = False
@@ -142,7 +143,7 @@ class BrowserTool(Tool):
                 page = current  # scroll
         if loc < 0:
             loc = 0 if target is None else max(0, target - 4)  # a few lines of context above the match
-        return self._push_and_show(page, loc, num_lines)
+        return await self._push_and_show(page, loc, num_lines)
 
     async def find(self, pattern: str, cursor: int = -1) -> str:
         if not pattern:
@@ -150,7 +151,8 @@ class BrowserTool(Tool):
         page = self.page(cursor)
         if page.kind is not PageKind.PAGE:
             raise ToolError("Cannot run `find` on search results page or find results page")
-        return self._push_and_show(find_page(page, pattern), 0, -1)
+        found = await asyncio.to_thread(find_page, page, pattern)
+        return await self._push_and_show(found, 0, -1)
 
     # -- state ----------------------------------------------------------------------------------------------------
 
@@ -198,10 +200,11 @@ class BrowserTool(Tool):
 
     # -- display --------------------------------------------------------------------------------------------------
 
-    def _push_and_show(self, page: Page, loc: int, num_lines: int) -> str:
-        """Render the window first (a bad `loc` leaves the stack alone), then push the page."""
+    async def _push_and_show(self, page: Page, loc: int, num_lines: int) -> str:
+        """Render the window first (a bad `loc` leaves the stack alone), then push the page. Wrapping and token
+        counting of a large page take seconds: they run in a thread, off the event loop."""
         cursor = len(self.stack)
-        text = self.render(page, cursor, loc, num_lines)
+        text = await asyncio.to_thread(self.render, page, cursor, loc, num_lines)
         self.stack.append(page)
         return text
 
