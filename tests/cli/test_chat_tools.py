@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ CITED = "<|channel|>final<|message|>Kiwis cannot fly【1†L2-L2】.<|return|>"
 
 
 class EchoPython(PythonTool):
-    def execute(self, code: str) -> str:
+    def execute(self, code: str, cancel: threading.Event | None = None) -> str:
         return f"ran {len(code.splitlines())} lines\n42\n"
 
 

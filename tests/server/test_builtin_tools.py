@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from tests.server.conftest import MODEL, Running, decode, serve, tokens
 class EchoPython(PythonTool):
     """The python tool with execution replaced by a deterministic answer (the sandbox is tested in tests/tools)."""
 
-    def execute(self, code: str) -> str:
+    def execute(self, code: str, cancel: threading.Event | None = None) -> str:
         return f"ran {code.strip()!r}\n42\n"
 
 
@@ -245,7 +246,7 @@ def test_follow_up_keeps_commentary_tool_calls_and_replies(srv: Running) -> None
 
 
 class BrokenPython(PythonTool):
-    def execute(self, code: str) -> str:
+    def execute(self, code: str, cancel: threading.Event | None = None) -> str:
         raise RuntimeError("boom")
 
 
@@ -314,7 +315,7 @@ def test_tool_choice_none_leaves_builtin_tools_out(srv: Running) -> None:
 
 
 class SlowPython(PythonTool):
-    def execute(self, code: str) -> str:
+    def execute(self, code: str, cancel: threading.Event | None = None) -> str:
         time.sleep(0.5)
         return "done\n"
 

@@ -332,7 +332,7 @@ EXPECTED = {
     "hidden_nondumpable_daemon": "[ERROR] The code or processes it started kept running after the call ended",
     "kill_own_interpreter": "[ERROR] The python process ended (killed by SIGKILL)",
     "memory_bomb": "MemoryError after",
-    "thread_spins_after_call": "kept running after the call ended (1 thread still running)",
+    "thread_spins_after_call": "kept running after the call ended (1 thread still running;",
 }
 
 

@@ -21,6 +21,7 @@ from gptoss.tools.sandbox import SandboxPool, live_processes_of
 from tests.tools.conftest import TEST_CONFIG, TEST_LIMITS, wait_until_gone
 
 KEPT_RUNNING = "[ERROR] The code or processes it started kept running after the call ended"
+ONE_THREAD = "1 thread still running; join threads and shut down executors before a call ends"
 STATE_LOST = "the python process was killed and its state (variables, imports) was reset."
 
 
@@ -83,7 +84,7 @@ def test_thread_ticking_between_calls_kills_the_sandbox(tool: PythonTool) -> Non
     assert_cgroup_mode(tool)
     out = tool.execute(THREAD_TICKS)
     assert out.startswith("ticker started\n")
-    assert f"{KEPT_RUNNING} (1 thread still running); {STATE_LOST}" in out
+    assert f"{KEPT_RUNNING} ({ONE_THREAD}); {STATE_LOST}" in out
     uid = tool.session.uid
     assert uid is not None and not wait_until_gone(uid, set())
     time.sleep(0.5)  # the ticker would tick about 10 times here
@@ -112,6 +113,17 @@ def test_non_daemon_thread_is_waited_for_like_a_script(tool: PythonTool) -> None
     assert tool.execute("t.is_alive()") == "False\n"  # state kept: nothing was left running
 
 
+def test_idle_executor_worker_is_not_waited_for_but_announced(tool: PythonTool) -> None:
+    out = tool.execute(
+        "from concurrent.futures import ThreadPoolExecutor\nex = ThreadPoolExecutor(2)\n"
+        "print(ex.submit(sum, [1, 2]).result())"
+    )
+    assert out.startswith("3\n")  # at once, not after the wall clock: its idle worker never ends by itself
+    assert f"{KEPT_RUNNING} ({ONE_THREAD}); {STATE_LOST}" in out
+    with_block = "with ThreadPoolExecutor(2) as ex:\n    print(ex.submit(sum, [1, 2]).result())"
+    assert tool.execute(f"from concurrent.futures import ThreadPoolExecutor\n{with_block}") == "3\n"
+
+
 FORK_AFTER_CALL = """
 import os, threading, time
 def later():
@@ -129,7 +141,7 @@ def test_process_forked_after_the_call_never_runs(tool: PythonTool) -> None:
     uid = tool.session.uid
     assert uid is not None
     out = tool.execute(FORK_AFTER_CALL)
-    assert f"{KEPT_RUNNING} (1 thread still running); {STATE_LOST}" in out
+    assert f"{KEPT_RUNNING} ({ONE_THREAD}); {STATE_LOST}" in out
     assert not extra_processes_appear(uid, 1.0), "a process of the sandbox ran after the call"
 
 

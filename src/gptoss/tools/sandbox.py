@@ -491,7 +491,10 @@ class Interpreter:
             return Outcome.LEFTOVERS, "the interpreter could not be paused"
         threads = procfs.live_threads(self._worker_pid)
         if threads != 1:
-            return Outcome.LEFTOVERS, f"{threads - 1} thread{'s' if threads != 2 else ''} still running"
+            plural = "s" if threads != 2 else ""
+            return Outcome.LEFTOVERS, (
+                f"{threads - 1} thread{plural} still running; join threads and shut down executors before a call ends"
+            )
         if not self._only_base_processes():
             return Outcome.LEFTOVERS, "a process still running"
         for fd, name in ((1, "stdout"), (2, "stderr")):

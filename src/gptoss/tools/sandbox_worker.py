@@ -96,9 +96,12 @@ def stop_background_processes() -> None:
 
 def wait_for_threads() -> None:
     """Like a script's end: wait for the non-daemon threads the cell started (the host's wall clock bounds this).
-    Daemon threads are not waited for; the host kills the interpreter if any thread is left."""
+    Daemon threads and idle executor workers (which never end by themselves) are not waited for: the host kills
+    the interpreter if any thread is left."""
+    futures = sys.modules.get("concurrent.futures.thread")
+    executor_workers = getattr(futures, "_threads_queues", {})
     for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
+        if thread is not threading.main_thread() and not thread.daemon and thread not in executor_workers:
             with contextlib.suppress(RuntimeError):
                 thread.join()
 
