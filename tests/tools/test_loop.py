@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -170,3 +174,20 @@ def test_a_full_turn_through_harmony(browser: BrowserTool, pool: SandboxPool) ->
         )
     finally:
         tools.close()
+
+
+def test_ctrl_c_during_run_sync_cancels_the_call_and_the_next_call_says_so(pool: SandboxPool) -> None:
+    tools = BuiltinTools(python=PythonTool(pool))
+    try:
+        assert tools.run_sync(call("python", "x = 1")).output.startswith("[WARN] No output available")
+        timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        start = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            tools.run_sync(call("python", "import time\ntime.sleep(30)"))
+        assert time.monotonic() - start < 1.5  # the code was stopped, not waited for
+        out = tools.run_sync(call("python", "print(x)")).output
+    finally:
+        tools.close()
+    assert out.startswith("[NOTE] The python state was reset (the previous call was cancelled before it finished)")
+    assert "NameError" in out
