@@ -211,6 +211,24 @@ def test_inode_flood_stops_at_the_cap(tool: PythonTool) -> None:
     assert tool.execute("print('still fine')") == "still fine\n"
 
 
+SYSV_SHM_HOARD = """
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+for name, call in [("shmget", lambda: libc.shmget(0, 100 << 20, 0o1600)), ("msgget", lambda: libc.msgget(0, 0o1600)),
+                   ("semget", lambda: libc.semget(0, 1000, 0o1600))]:
+    if call() >= 0:
+        print("CREATED", name)
+    else:
+        print("refused", name, ctypes.get_errno())
+"""
+
+
+def test_sysv_ipc_cannot_hold_memory_outside_the_caps(tool: PythonTool) -> None:
+    """SysV shm segments are memory in no mount and outlive their process: creating them is refused."""
+    out = tool.execute(SYSV_SHM_HOARD)
+    assert out == "refused shmget 1\nrefused msgget 1\nrefused semget 1\n"
+
+
 # -- 3. muted output -----------------------------------------------------------------------------------------------
 
 
