@@ -229,6 +229,11 @@ def test_sysv_ipc_cannot_hold_memory_outside_the_caps(tool: PythonTool) -> None:
     assert out == "refused shmget 1\nrefused msgget 1\nrefused semget 1\n"
 
 
+def test_memfds_cannot_hold_memory_outside_the_caps(tool: PythonTool) -> None:
+    out = tool.execute("import os\ntry:\n    os.memfd_create('hoard')\nexcept OSError as e:\n    print(e.errno)")
+    assert out == "1\n"  # EPERM: 60 memfds of 16 MiB each would otherwise hold 1 GiB in one interpreter
+
+
 # -- 3. muted output -----------------------------------------------------------------------------------------------
 
 

@@ -4,8 +4,8 @@ bubblewrap already gives the code no capabilities, no network and no host files.
 with EPERM, the system calls a sandboxed interpreter has no use for and that widen the kernel's attack surface or
 let one sandboxed process tamper with another: ptrace and process_vm_*, keyrings, bpf, userfaultfd,
 perf_event_open, io_uring, module and kexec loading, every mount API, unshare/setns, handle-based opens, swap,
-reboot, acct, quotactl, fanotify, creating SysV IPC objects (shm, message queues, semaphores). Calls from another
-ABI (32-bit int 0x80 on x86_64, x32) are refused wholesale.
+reboot, acct, quotactl, fanotify, creating SysV IPC objects (shm, message queues, semaphores) and memfds. Calls
+from another ABI (32-bit int 0x80 on x86_64, x32) are refused wholesale.
 
 The program is classic BPF in the kernel's `struct sock_filter` layout, built here so no libseccomp is needed.
 Syscall numbers come from the kernel headers (x86_64: asm/unistd_64.h; aarch64 and riscv64: asm-generic/unistd.h).
@@ -56,11 +56,13 @@ _BLOCKED = {
     "fsmount": (432, 432),
     "fspick": (433, 433),
     "mount_setattr": (442, 442),
-    # SysV IPC objects live in kernel memory outside every capped mount (shm segments outlive their process):
-    # without these, 300 MiB of shm stayed held between calls where no memory cgroup bounds the sandbox.
+    # SysV IPC objects and memfds are memory files outside every capped mount (shm segments even outlive their
+    # process): without a memory cgroup, 300 MiB of shm, or 1 GiB of memfds, stayed held between calls.
     "shmget": (29, 194),
     "msgget": (68, 186),
     "semget": (64, 190),
+    "memfd_create": (319, 279),
+    "memfd_secret": (447, 447),
 }
 # machine -> (AUDIT_ARCH_*, column of _BLOCKED)
 _ARCHES = {"x86_64": (0xC000003E, 0), "aarch64": (0xC00000B7, 1), "riscv64": (0xC00000F3, 1)}
