@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from gptoss.cli.__main__ import build_parser, main
 from gptoss.cli.serve import server_config
@@ -124,6 +125,30 @@ def test_chat_and_completions_on_the_real_engine(first_server: tuple[Process, Pa
     assert text.usage is not None and text.usage.completion_tokens == 3
 
 
+def test_a_repeated_prompt_reports_cached_tokens_and_metrics_count_them(first_server: tuple[Process, Path]) -> None:
+    client = first_server[0].client()
+    long = "tell me about caches " * 40  # well past one 64-token block
+    for api in ("chat", "responses"):
+        cached = []
+        for _ in range(2):
+            if api == "chat":
+                chat = client.chat.completions.create(
+                    model="tiny-random", messages=[{"role": "user", "content": long}], max_tokens=2
+                )
+                assert chat.usage is not None and chat.usage.prompt_tokens_details is not None
+                cached.append(chat.usage.prompt_tokens_details.cached_tokens)
+            else:
+                r = client.responses.create(input=long, max_output_tokens=2)
+                assert r.usage is not None
+                cached.append(r.usage.input_tokens_details.cached_tokens)
+        assert cached[1] is not None and cached[1] >= 128, (api, cached)
+    families = {f.name: f for f in text_string_to_metric_families(httpx.get(first_server[0].url + "/metrics").text)}
+    hit = families["gptoss_prefix_cache_hit_tokens"].samples[0].value
+    assert hit >= 256 and families["gptoss_kv_blocks_free"].samples[0].value > 0
+    assert families["gptoss_kv_blocks_used"].samples[0].value == 0  # nothing running
+    assert {"gptoss_preemptions", "gptoss_batch_size", "gptoss_prefix_cache_hit_rate"} <= set(families)
+
+
 def test_stored_responses_survive_a_restart(first_server: tuple[Process, Path], tiny_random_home: Path) -> None:
     process, store = first_server
     stored = process.client().responses.create(input="remember me", max_output_tokens=4, metadata={"n": "1"})
@@ -153,6 +178,9 @@ def test_stored_responses_survive_a_restart(first_server: tuple[Process, Path], 
         (["--max-tool-rounds", "-1"], "--max-tool-rounds must be >= 0, got -1"),
         (["--browser-web"], "--browser-web needs --browser-dir (the search index)"),
         (["--browser-dir", "/nonexistent/docs"], "--browser-dir /nonexistent/docs: no such directory"),
+        (["--max-running", "0"], "--max-running must be >= 1, got 0"),
+        (["--max-step-tokens", "0"], "--max-step-tokens must be >= 1, got 0"),
+        (["--kv-cache-gb", "-1"], "--kv-cache-gb must be positive, got -1.0"),
     ],
 )
 def test_bad_arguments_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -21,12 +21,13 @@ from gptoss.cli.__main__ import UserError
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from gptoss.engine import TokenSource
+    from gptoss.engine import BatchConfig
+    from gptoss.engine.engine import Source
     from gptoss.runtime import Model
     from gptoss.server import ServerConfig
     from gptoss.tools import BrowserTool, PythonTool
 
-    Loaded = Callable[[TokenSource | None, BaseException | None], None]
+    Loaded = Callable[[Source | None, BaseException | None], None]
 
 HELP = "serve the OpenAI-compatible API (Responses, Chat Completions, Completions) for a checkpoint"
 EFFORTS = ("low", "medium", "high")
@@ -53,6 +54,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", type=Path, default=None, help="SQLite file for stored responses (default: user data)")
     p.add_argument("--store-max-mb", type=int, default=512, help="size bound of the response store")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    batch = p.add_argument_group("continuous batching and the KV cache")
+    batch.add_argument("--max-running", type=int, default=8, help="sequences generated together (default 8)")
+    batch.add_argument("--max-step-tokens", type=int, default=256,
+                       help="tokens per forward pass: all decode tokens, then prompt chunks (default 256)")  # fmt: skip
+    batch.add_argument("--kv-cache-gb", type=float, default=None,
+                       help="KV cache pool size (default: a quarter of the free memory, at most what --max-running "
+                       "full-context sequences need)")  # fmt: skip
+    batch.add_argument("--no-prefix-cache", action="store_true", help="never reuse KV blocks across requests")
     tools = p.add_argument_group("built-in tools (Responses `web_search` / `code_interpreter`)")
     tools.add_argument("--browser-dir", type=Path, default=None, metavar="DIR",
                        help="offer the browser over an offline index of DIR's .html/.md/.txt/.rst files")  # fmt: skip
@@ -70,6 +79,9 @@ def check_arguments(args: argparse.Namespace) -> None:
         (args.context is None or args.context > 0, f"--context must be positive, got {args.context}"),
         (args.store_max_mb > 0, f"--store-max-mb must be positive, got {args.store_max_mb}"),
         (args.max_tool_rounds >= 0, f"--max-tool-rounds must be >= 0, got {args.max_tool_rounds}"),
+        (args.max_running >= 1, f"--max-running must be >= 1, got {args.max_running}"),
+        (args.max_step_tokens >= 1, f"--max-step-tokens must be >= 1, got {args.max_step_tokens}"),
+        (args.kv_cache_gb is None or args.kv_cache_gb > 0, f"--kv-cache-gb must be positive, got {args.kv_cache_gb}"),
         (not args.browser_web or args.browser_dir is not None, "--browser-web needs --browser-dir (the search index)"),
         (args.browser_dir is None or args.browser_dir.is_dir(), f"--browser-dir {args.browser_dir}: no such directory"),
     ]
@@ -128,15 +140,28 @@ def load_with_progress(path: Path, context: int | None, dtype: str, console: Con
     return gptoss.load(path, dtype=getattr(torch, DTYPES[dtype]), context_length=context)
 
 
+def batch_config(args: argparse.Namespace) -> BatchConfig:
+    from gptoss.engine import BatchConfig
+
+    kv_bytes = None if args.kv_cache_gb is None else int(args.kv_cache_gb * (1 << 30))
+    return BatchConfig(args.max_running, args.max_step_tokens, kv_bytes, prefix_cache=not args.no_prefix_cache)
+
+
 def load_in_background(args: argparse.Namespace, path: Path, console: Console, on_done: Loaded) -> threading.Thread:
     def work() -> None:
-        from gptoss.engine import ModelSource
+        from gptoss.engine import BatchedModelSource
         from gptoss.server.generation import harmony
 
         try:
             model = load_with_progress(path, args.context, args.dtype, console)
             harmony()  # the tokenizer's first use builds its tables: do it now, not on the first request
-            on_done(ModelSource(model), None)
+            source = BatchedModelSource(model, batch_config(args))
+            log.info(
+                "KV cache: %d blocks of %d tokens (%.2f GB), up to %d tokens for one request",
+                source.pool.num_blocks, source.config.block_size, source.storage.nbytes / (1 << 30),
+                source.tokens_that_fit(),
+            )  # fmt: skip
+            on_done(source, None)
         except Exception as e:
             on_done(None, e)
 
@@ -221,7 +246,7 @@ def serve_on(sock: socket.socket, args: argparse.Namespace) -> int:
     server = uvicorn.Server(uvicorn.Config(create_app(engine, config), args.host, args.port, **options))
     failure: list[BaseException] = []
 
-    def loaded(source: TokenSource | None, error: BaseException | None) -> None:
+    def loaded(source: Source | None, error: BaseException | None) -> None:
         if error is not None:
             failure.append(error)
             server.should_exit = True

@@ -26,6 +26,8 @@ from gptoss.engine.source import TokenEvent, TokenSource
 from gptoss.errors import GptossError
 from gptoss.sampling import SamplingParams, TokenConstraint
 
+Source = TokenSource | BatchedModelSource  # one request at a time, or continuous batching
+
 
 class QueueFullError(GptossError):
     """Too many requests are waiting: the client should retry later."""
@@ -154,7 +156,8 @@ class _State:
 
 
 class Engine:
-    """Serves generations from a TokenSource, one at a time, from a bounded queue.
+    """Serves generations from a TokenSource one at a time (or a BatchedModelSource, many together), from a
+    bounded queue.
 
     Created without a source while the model loads (`ready` is False and `submit` raises EngineNotReadyError);
     `attach(source)` makes it ready. `on_finished` is called from the worker thread with each request's stats.
@@ -162,7 +165,7 @@ class Engine:
 
     def __init__(
         self,
-        source: TokenSource | None = None,
+        source: Source | None = None,
         max_queue: int = 16,
         on_finished: Callable[[GenerationStats], None] | None = None,
     ) -> None:
@@ -178,7 +181,7 @@ class Engine:
 
     # ---- control ----
 
-    def attach(self, source: TokenSource) -> None:
+    def attach(self, source: Source) -> None:
         self._source = source
 
     @property
@@ -240,7 +243,7 @@ class Engine:
             self._cond.notify_all()
         return generation
 
-    def _require_source(self) -> TokenSource:
+    def _require_source(self) -> Source:
         if self._source is None:
             raise EngineNotReadyError("the model is still loading")
         return self._source

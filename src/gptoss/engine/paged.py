@@ -31,6 +31,7 @@ class PagedStorage:
         self.k = torch.zeros(shape, dtype=dtype)
         self.v = torch.zeros(shape, dtype=dtype)
         self.block_size = block_size
+        self.nbytes = 2 * self.k.numel() * self.k.element_size()
         self.layout = Layout(
             block_size, cfg.sliding_window if SLIDING in self.group_of else 0, FULL in self.group_of,
             SLIDING in self.group_of,

@@ -41,13 +41,26 @@ class Seq:
         return self.generated > 0 and self.computed == len(self.tokens) - 1
 
 
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)  # sequences per step, for the /metrics histogram
+
+
 @dataclass
 class SchedulerStats:
     steps: int = 0
     step_tokens: int = 0
+    step_sequences: int = 0
+    batch_sizes: list[int] = field(default_factory=lambda: [0] * (len(BATCH_BUCKETS) + 1))  # per bucket, +Inf last
     preemptions: int = 0
     prompt_tokens: int = 0  # prompt tokens of admitted requests (first admission only)
     cached_tokens: int = 0  # of those, found in the prefix cache
+
+    def observe(self, work: list[tuple[Seq, int]]) -> None:
+        if not work:
+            return
+        self.steps += 1
+        self.step_tokens += sum(n for _, n in work)
+        self.step_sequences += len(work)
+        self.batch_sizes[next((i for i, b in enumerate(BATCH_BUCKETS) if len(work) <= b), len(BATCH_BUCKETS))] += 1
 
 
 @dataclass
@@ -99,8 +112,7 @@ class Scheduler:
                 work.append((s, n))
         if not preempted:
             work += self._admit(left)
-        self.stats.steps += bool(work)
-        self.stats.step_tokens += sum(n for _, n in work)
+        self.stats.observe(work)
         return work
 
     def _admit(self, left: int) -> list[tuple[Seq, int]]:

@@ -111,6 +111,7 @@ class Usage:
     prompt_tokens: int
     output_tokens: int
     reasoning_tokens: int
+    cached_tokens: int = 0  # prompt tokens served from the prefix cache
 
     @property
     def total(self) -> int:
@@ -119,7 +120,8 @@ class Usage:
 
 def usage_of(generation: Generation, parser: OutputParser | None) -> Usage:
     reasoning = parser.reasoning_tokens if parser is not None else 0
-    return Usage(generation.stats.prompt_tokens, generation.stats.output_tokens, reasoning)
+    stats = generation.stats
+    return Usage(stats.prompt_tokens, stats.output_tokens, reasoning, stats.cached_tokens)
 
 
 class StopMatcher:

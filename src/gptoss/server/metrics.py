@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from itertools import accumulate
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from gptoss.engine import Engine, GenerationStats
+from gptoss.engine.scheduler import BATCH_BUCKETS
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -38,6 +42,7 @@ class Metrics:
         running.set_function(lambda: engine.stats().running)
         ready = Gauge("gptoss_ready", "1 once the model is loaded", registry=r)
         ready.set_function(lambda: float(engine.ready))
+        r.register(BatchCollector(engine))
 
     def observe_generation(self, stats: GenerationStats) -> None:
         """Called by the engine's worker thread when a generation ends (prometheus_client is thread-safe)."""
@@ -52,6 +57,35 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class BatchCollector(Collector):
+    """The batching engine's own counters, read at scrape time (nothing while the model loads or without one)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        source = self.engine.batched
+        if source is None:
+            return
+        pool, s = source.pool, source.stats
+        yield GaugeMetricFamily("gptoss_kv_blocks_used", "KV cache blocks held by sequences", pool.used)
+        yield GaugeMetricFamily("gptoss_kv_blocks_free", "KV cache blocks free or only cached", pool.available)
+        yield GaugeMetricFamily(
+            "gptoss_kv_blocks_cached", "Free blocks that still hold a cached prefix", len(pool.cached)
+        )
+        yield CounterMetricFamily("gptoss_prefix_cache_queried_tokens", "Prompt tokens looked up", s.prompt_tokens)
+        yield CounterMetricFamily("gptoss_prefix_cache_hit_tokens", "Prompt tokens served from cache", s.cached_tokens)
+        rate = s.cached_tokens / s.prompt_tokens if s.prompt_tokens else 0.0
+        yield GaugeMetricFamily("gptoss_prefix_cache_hit_rate", "Hit tokens / queried tokens so far", rate)
+        yield CounterMetricFamily("gptoss_preemptions", "Sequences preempted (recomputed later)", s.preemptions)
+        yield CounterMetricFamily("gptoss_engine_step_tokens", "Tokens fed through forward passes", s.step_tokens)
+        counts = list(accumulate(s.batch_sizes))
+        buckets = [(str(b), float(c)) for b, c in zip(BATCH_BUCKETS, counts, strict=False)] + [("+Inf", counts[-1])]
+        yield HistogramMetricFamily(
+            "gptoss_batch_size", "Sequences per forward pass", buckets=buckets, sum_value=s.step_sequences
+        )
 
 
 class RequestCounter:

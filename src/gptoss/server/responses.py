@@ -445,11 +445,11 @@ class ResponseRun:
         self,
         generation: Generation,
         problems: list[Problem],
-        usage: tuple[int, int, int],
+        usage: tuple[int, int, int, int],
         stopped: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         status, details, error = outcome(generation, problems, stopped)
-        prompt_tokens, output_tokens, reasoning_tokens = usage
+        prompt_tokens, output_tokens, reasoning_tokens, cached_tokens = usage
         self.response.update(
             status=status,
             incomplete_details=details,
@@ -457,7 +457,7 @@ class ResponseRun:
             completed_at=now() if status == "completed" else None,
             usage={
                 "input_tokens": prompt_tokens,
-                "input_tokens_details": {"cached_tokens": 0},
+                "input_tokens_details": {"cached_tokens": cached_tokens},
                 "output_tokens": output_tokens,
                 "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
                 "total_tokens": prompt_tokens + output_tokens,
@@ -533,7 +533,7 @@ class Prepared:
             self.close_tools_later()
             raise
         self.gone = False
-        self.prompt_tokens = self.output_tokens = 0  # summed over the generations of the tool loop
+        self.prompt_tokens = self.output_tokens = self.cached_tokens = 0  # summed over the tool loop's generations
         self.stopped: dict[str, Any] | None = None  # why the tool loop ended the response early
 
     def params(self, used: int) -> SamplingParams:
@@ -569,6 +569,7 @@ class Prepared:
                 for out in parser.finish():
                     yield self.run.feed(replace(out, index=out.index + offset))
                 self.prompt_tokens += self.generation.stats.prompt_tokens
+                self.cached_tokens += self.generation.stats.cached_tokens
                 self.output_tokens += self.generation.stats.output_tokens
                 call = self.tool_call()
                 yield self.run.abandon_pending(keep=call)
@@ -647,7 +648,7 @@ class Prepared:
     def conclude(self) -> dict[str, Any]:
         """The final event; stores the response when asked to (the default) and it was not cut off by the client."""
         reasoning = sum(parser.reasoning_tokens for parser in self.parsers)
-        usage = (self.prompt_tokens, self.output_tokens, reasoning)
+        usage = (self.prompt_tokens, self.output_tokens, reasoning, self.cached_tokens)
         final = self.run.finish(self.generation, self.problems, usage, self.stopped)
         self.state.count_problems(self.problems)
         response = self.run.response
