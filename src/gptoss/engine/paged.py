@@ -104,4 +104,5 @@ def _gather(slot: Tensor, ids: list[int]) -> Tensor:
     """The blocks `ids` of one layer slot, flattened to positions: a view when they are consecutive."""
     if ids[-1] - ids[0] == len(ids) - 1 and ids == list(range(ids[0], ids[-1] + 1)):
         return slot[ids[0] : ids[-1] + 1].flatten(0, 1)
-    return slot[torch.tensor(ids)].flatten(0, 1)
+    # index_select, not slot[tensor]: advanced indexing of bf16 blocks was measured up to 1000x slower here.
+    return torch.index_select(slot, 0, torch.tensor(ids)).flatten(0, 1)
