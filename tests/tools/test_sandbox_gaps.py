@@ -332,3 +332,12 @@ def test_interpreter_found_dead_when_the_call_is_sent_says_the_code_was_not_run(
     assert out.startswith("[ERROR] The python process ended (")
     assert out.endswith(") before running the code; it was not run.")
     assert tool.execute("print('fresh')") == "fresh\n"
+
+
+def test_waited_for_thread_that_ends_the_process_is_announced(tool: PythonTool) -> None:
+    out = tool.execute(
+        "import os, threading, time\nthreading.Thread(target=lambda: (time.sleep(0.05), os._exit(3))).start()\n"
+        "print('bye')"
+    )
+    assert out.startswith("bye\n")
+    assert out.endswith("[ERROR] The python process ended (exit status 3); its state was reset.")

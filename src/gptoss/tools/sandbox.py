@@ -488,6 +488,8 @@ class Interpreter:
             return Outcome.LEFTOVERS, "the interpreter kept running code"
         assert self._worker_pid is not None
         if not procfs.stop(self._worker_pid):
+            if procfs.thread_states(self._worker_pid) is None:
+                return Outcome.DIED, ""  # it exited right after answering
             return Outcome.LEFTOVERS, "the interpreter could not be paused"
         threads = procfs.live_threads(self._worker_pid)
         if threads != 1:
