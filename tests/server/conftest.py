@@ -13,11 +13,11 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import uvicorn
 
 from gptoss.engine import Engine
 from gptoss.harmony import HarmonyEncoding
 from gptoss.server import ServerConfig, create_app
+from gptoss.server.edge import DrainingServer, HttpLimits, uvicorn_config
 from gptoss.server.generation import harmony
 from tests.engine.scripted import ScriptedSource
 
@@ -45,7 +45,7 @@ class Running:
     url: str
     source: ScriptedSource
     engine: Engine
-    server: uvicorn.Server
+    server: DrainingServer
     thread: threading.Thread
     api_key: str | None = None
 
@@ -71,9 +71,11 @@ def serve(
     api_key: str | None = None,
     max_queue: int = 8,
     ready: bool = True,
+    limits: HttpLimits = HttpLimits(),
+    drain_s: float = 1.0,
     **options: Any,
 ) -> Running:
-    """`options` are further ServerConfig fields (built-in tools, tool rounds)."""
+    """`options` are further ServerConfig fields (built-in tools, tool rounds); `drain_s` is the shutdown drain."""
     source = source or ScriptedSource(default=tokens(ANSWER))
     engine = Engine(source if ready else None, max_queue=max_queue)
     config = ServerConfig(
@@ -81,9 +83,10 @@ def serve(
     )
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(engine, config), log_level="warning", timeout_graceful_shutdown=1)
-    )
+    app = create_app(engine, config)
+    state = app.state.gptoss
+    http = uvicorn_config(app, "127.0.0.1", 0, limits, log_level="warning", on_reject=state.metrics.count_rejected)
+    server = DrainingServer(http, drain_s, state.inflight.cancel_all)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

@@ -19,10 +19,12 @@ from gptoss.engine import Engine
 from gptoss.server import chat_completions, completions, responses
 from gptoss.server.config import ServerConfig
 from gptoss.server.errors import ApiError, bad_request, install_error_handlers, validation_error
+from gptoss.server.inflight import CancelOnExit
 from gptoss.server.metrics import Metrics, RequestCounter
 from gptoss.server.protocol import ChatCompletionRequest, CompletionRequest, ResponsesRequest
 from gptoss.server.state import ServerState
 from gptoss.server.store import ResponseStore
+from gptoss.server.unicode import check_strings, decode_body
 
 Body = TypeVar("Body", bound=pydantic.BaseModel)
 JSON_TYPES = ("application/json", "text/json")
@@ -33,10 +35,14 @@ def reject_constant(name: str) -> float:
 
 
 def parse_json(raw: bytes) -> Any:
+    """The body as JSON: strictly UTF-8, and no lone surrogate in any string (400 naming where one is)."""
+    text = decode_body(raw)
     try:
-        return json.loads(raw, parse_constant=reject_constant)
-    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        data = json.loads(text, parse_constant=reject_constant)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
         raise bad_request(f"The request body is not valid JSON: {str(e)[:200]}", code="invalid_json") from None
+    check_strings(text, data)
+    return data
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -144,6 +150,7 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
     app.state.gptoss = state
     install_error_handlers(app)
     app.add_middleware(RequestCounter, metrics=metrics)
+    app.add_middleware(CancelOnExit, inflight=state.inflight)
 
     @app.get("/health")
     async def health() -> JSONResponse:

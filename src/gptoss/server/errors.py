@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 log = logging.getLogger("gptoss.server")
 
@@ -128,6 +129,15 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return from_validation(list(exc.errors()), exc.body).response()
 
 
+async def _client_gone(request: Request, _: Exception) -> JSONResponse:
+    """The client left before its request was read (e.g. mid-upload): nobody will see an answer, so this is a
+    disconnect, not a server error: logged at debug, counted as 499 (nginx's 'client closed request')."""
+    log.debug("client left during %s %s before its request was read", request.method, request.url.path)
+    return ApiError(
+        499, "The client closed the connection before the request was read.", code="client_closed"
+    ).response()
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return ApiError(500, "The server had an error while processing your request.", code="server_error").response()
@@ -137,4 +147,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected)

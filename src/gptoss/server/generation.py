@@ -14,6 +14,7 @@ from gptoss.harmony import HarmonyEncoding, HarmonyEncodingName, load_harmony_en
 from gptoss.sampling import SamplingParams
 from gptoss.server.conversation import OutputEvent, OutputParser
 from gptoss.server.errors import ApiError, bad_request
+from gptoss.server.inflight import track
 
 
 @functools.cache
@@ -84,7 +85,7 @@ def submit(
     engine: Engine, tokens: Sequence[int], params: SamplingParams, top_logprobs: int | None = None
 ) -> Generation:
     try:
-        return engine.submit(tokens, params, top_logprobs)
+        return track(engine.submit(tokens, params, top_logprobs))  # cancelled when its request ends
     except EngineNotReadyError as e:
         raise not_ready(e) from None
     except QueueFullError as e:

@@ -36,6 +36,9 @@ class Metrics:
             "gptoss_decode_tokens_per_second", "Tokens/s after the first token", buckets=RATE_BUCKETS, registry=r
         )
         self.problems = Counter("gptoss_output_problems", "Malformed model output repaired", ["kind"], registry=r)
+        self.rejected = Counter(
+            "gptoss_rejected_connections", "Connections closed at the HTTP edge, by reason", ["reason"], registry=r
+        )
         waiting = Gauge("gptoss_queue_depth", "Requests waiting for the engine", registry=r)
         waiting.set_function(lambda: engine.stats().waiting)
         running = Gauge("gptoss_running", "Requests being generated", registry=r)
@@ -54,6 +57,10 @@ class Metrics:
         rate = stats.decode_rate()
         if rate is not None:
             self.decode_rate.observe(rate)
+
+    def count_rejected(self, reason: str) -> None:
+        """A request refused before it reached the app (server.edge: timeouts, head size, framing)."""
+        self.rejected.labels(reason).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -89,7 +96,8 @@ class BatchCollector(Collector):
 
 
 class RequestCounter:
-    """ASGI middleware: counts every HTTP request by route template (not raw path) and status."""
+    """ASGI middleware: counts every HTTP request by route template (not raw path) and status; a client that left
+    before its request was read counts as 499."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app

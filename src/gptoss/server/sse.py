@@ -1,7 +1,9 @@
 """Server-sent events: framing, keep-alive comments while a stream is idle, and cancelling on disconnect.
 
 Disconnects are watched directly (an `http.disconnect` on the ASGI receive channel) instead of waiting for a write
-to fail, so a client that goes away during a long prefill frees the engine at once, not at the next token.
+to fail, so a client that goes away during a long prefill frees the engine at once, not at the next token. Whatever
+else ends a stream, its generation is cancelled as the request ends (server.inflight); a stream that fails on the
+server's side ends with an `error` event.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
@@ -16,9 +19,12 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from gptoss.server.errors import ApiError
+
 KEEPALIVE = b": keep-alive\n\n"
 DONE = b"data: [DONE]\n\n"
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+log = logging.getLogger("gptoss.server")
 
 
 def encode_json(data: dict[str, Any]) -> str:
@@ -29,6 +35,12 @@ def frame(data: dict[str, Any], event: str | None = None) -> bytes:
     """One SSE message; `event:` is set for the Responses API, whose events are named by their type."""
     head = f"event: {event}\n" if event else ""
     return f"{head}data: {encode_json(data)}\n\n".encode()
+
+
+# the last event of a stream that broke: `error` with an OpenAI error object, which the openai SDK raises as APIError
+FAILED = frame(
+    {"type": "error", **ApiError(500, "The server failed while streaming; the response was stopped.").body()}, "error"
+)
 
 
 async def with_keepalive(chunks: AsyncGenerator[bytes, None], interval: float) -> AsyncIterator[bytes]:
@@ -90,6 +102,10 @@ class EventStream(StreamingResponse):
             await self.stream_response(send)
         except OSError:  # the client went away mid-write: nothing left to tell it
             self.on_disconnect()
+        except Exception:  # a bug: logged once, and the client told; the generation is cancelled as the request ends
+            log.exception("the event stream of %s %s failed", scope.get("method"), scope.get("path"))
+            with contextlib.suppress(Exception):
+                await send({"type": "http.response.body", "body": FAILED, "more_body": False})
         finally:
             watcher.cancel()
             await self.body_iterator.aclose()  # type: ignore[attr-defined]

@@ -1,7 +1,8 @@
 """Stored responses (Responses API `store`), in SQLite: durable across restarts, bounded in size.
 
 Each row keeps the response object GET returns and the conversation history a follow-up request continues
-(`previous_response_id`). When the total size passes the bound, the oldest rows go first. WAL mode keeps the file
+(`previous_response_id`). Only valid Unicode is stored (`put` refuses anything else), so every row can be sent
+back. When the total size passes the bound, the oldest rows go first. WAL mode keeps the file
 consistent if the server is killed mid-write. One connection, guarded by a lock: rows are small and writes rare.
 """
 
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gptoss.server.unicode import ESCAPED_SURROGATE, scrub
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -25,6 +28,26 @@ CREATE TABLE IF NOT EXISTS responses (
     history TEXT NOT NULL
 )
 """
+
+
+class UnencodableError(ValueError):
+    """A response holding text that is not valid Unicode (a lone surrogate): it is never stored."""
+
+
+def encodable_json(data: object, response_id: str) -> str:
+    text = json.dumps(data, ensure_ascii=False)
+    try:
+        text.encode()
+    except UnicodeEncodeError as e:
+        raise UnencodableError(f"response {response_id} holds text that is not valid Unicode: {e.reason}") from None
+    return text
+
+
+def readable(text: str) -> Any:
+    """A stored row as data; rows written before bodies were checked may hold lone surrogates: those are replaced,
+    so every stored response can be sent."""
+    data = json.loads(text)
+    return scrub(data) if ESCAPED_SURROGATE.search(text) else data
 
 
 @dataclass(frozen=True)
@@ -47,8 +70,8 @@ class ResponseStore:
     def put(self, response_id: str, response: dict[str, Any], history: list[dict[str, Any]]) -> bool:
         """Stores (replacing any row with this id) and evicts the oldest rows past the bound. False when this one
         response alone is larger than the bound and so was not kept."""
-        response_json, history_json = json.dumps(response), json.dumps(history)
-        size = len(response_json) + len(history_json)
+        response_json, history_json = encodable_json(response, response_id), encodable_json(history, response_id)
+        size = len(response_json.encode()) + len(history_json.encode())
         if size > self.max_bytes:
             return False
         with self._lock, self._db:  # the context manager commits, or rolls back on an exception
@@ -74,7 +97,7 @@ class ResponseStore:
     def get(self, response_id: str) -> Stored | None:
         with self._lock:
             row = self._db.execute("SELECT response, history FROM responses WHERE id = ?", (response_id,)).fetchone()
-        return None if row is None else Stored(json.loads(row[0]), json.loads(row[1]))
+        return None if row is None else Stored(readable(row[0]), readable(row[1]))
 
     def delete(self, response_id: str) -> bool:
         with self._lock:
