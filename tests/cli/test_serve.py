@@ -3,11 +3,14 @@ gives well-formed responses on every endpoint, and stored responses survive a re
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -52,7 +55,7 @@ class Process:
         return err
 
 
-def start(home: Path, store: Path) -> Process:
+def start(home: Path, store: Path, *extra: str) -> Process:
     port = free_port()
     env = {**os.environ, "XDG_DATA_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     argv = [
@@ -66,6 +69,7 @@ def start(home: Path, store: Path) -> Process:
         str(store),
         "--log-level",
         "warning",
+        *extra,
     ]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -167,10 +171,53 @@ def test_stored_responses_survive_a_restart(first_server: tuple[Process, Path], 
         again.stop()
 
 
+def stream_events(url: str, body: dict[str, object]) -> list[dict[str, object]]:
+    with httpx.stream("POST", url + "/v1/responses", json={**body, "stream": True}, timeout=60) as r:
+        return [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+
+
+def wait_generating(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while "\ngptoss_running 1.0" not in httpx.get(url + "/metrics", timeout=5).text:
+        assert time.monotonic() < deadline, "generation did not start"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_during_a_generation_drains_and_exits_0(
+    tiny_random_home: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
+    store = tmp_path / "responses.sqlite3"
+    process = start(tiny_random_home, store, "--drain-s", "1", "--log-level", "info")
+    kept = process.client().responses.create(input="keep me", max_output_tokens=2, metadata={"k": "v"})
+    result: list[list[dict[str, object]]] = []
+    body = {"input": "go on", "max_output_tokens": 3000, "temperature": 1.0}
+    thread = threading.Thread(target=lambda: result.append(stream_events(process.url, body)), daemon=True)
+    thread.start()
+    wait_generating(process.url, 30)
+    process.proc.send_signal(sig)
+    _, err = process.proc.communicate(timeout=30)
+    thread.join(timeout=10)
+    assert process.proc.returncode == 0, err
+    assert f"stopped ({sig.name}); the engine is closed" in err
+    final = result[0][-1]  # the in-flight response ended with a clean last event: done, or cancelled by the drain
+    assert final["type"] in ("response.completed", "response.incomplete"), final["type"]
+    reason = (final["response"]["incomplete_details"] or {}).get("reason")  # type: ignore[index]
+    assert reason in (None, "cancelled", "max_output_tokens", "invalid_output")
+    with sqlite3.connect(store) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        rows = dict(db.execute("SELECT id, response FROM responses").fetchall())
+    stored = json.loads(rows[kept.id])
+    assert (stored["id"], stored["status"], stored["metadata"]) == (kept.id, kept.status, {"k": "v"})
+    in_flight = final["response"]["id"]  # type: ignore[index]
+    assert (in_flight in rows) == (reason != "cancelled")  # a cancelled response is not stored
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["--port", "70000"], "--port must be in 0..65535, got 70000"),
+        (["--drain-s", "-1"], "--drain-s must be >= 0, got -1"),
         (["--max-queue", "-1"], "--max-queue must be >= 0, got -1"),
         (["--context", "0"], "--context must be positive, got 0"),
         (["--store-max-mb", "0"], "--store-max-mb must be positive, got 0"),

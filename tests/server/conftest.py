@@ -71,7 +71,7 @@ def serve(
     api_key: str | None = None,
     max_queue: int = 8,
     ready: bool = True,
-    limits: HttpLimits = HttpLimits(),
+    limits: HttpLimits | None = None,
     drain_s: float = 1.0,
     **options: Any,
 ) -> Running:
@@ -85,7 +85,9 @@ def serve(
     sock.bind(("127.0.0.1", 0))
     app = create_app(engine, config)
     state = app.state.gptoss
-    http = uvicorn_config(app, "127.0.0.1", 0, limits, log_level="warning", on_reject=state.metrics.count_rejected)
+    http = uvicorn_config(
+        app, "127.0.0.1", 0, limits or HttpLimits(), log_level="warning", on_reject=state.metrics.count_rejected
+    )
     server = DrainingServer(http, drain_s, state.inflight.cancel_all)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -118,9 +118,7 @@ def test_transfer_encoding_with_content_length_closes_the_connection(edge: Runni
     assert rejected(edge, "conflicting_framing") == before + 1
 
 
-def test_a_client_gone_mid_upload_is_a_disconnect_not_a_500(
-    edge: Running, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_client_gone_mid_upload_is_a_disconnect_not_a_500(edge: Running, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="gptoss.server")
     route = {"route": "/v1/responses"}
     gone, errors = (metric(edge.url, "gptoss_requests_total", **route, status=s) for s in ("499", "500"))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sqlite3
 from collections.abc import AsyncGenerator
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from gptoss.server.errors import data_path, param_name
 from gptoss.server.generation import StopMatcher
 from gptoss.server.metrics import Metrics
 from gptoss.server.sse import KEEPALIVE, frame, with_keepalive
-from gptoss.server.store import ResponseStore
+from gptoss.server.store import ResponseStore, UnencodableError
 
 
 @pytest.mark.parametrize(
@@ -72,6 +74,34 @@ def test_store_survives_reopening(tmp_path: Path) -> None:
     again = ResponseStore(path, 10_000)
     stored = again.get("r1")
     assert stored is not None and stored.history[0]["text"] == "hi"
+
+
+def test_store_refuses_text_that_is_not_valid_unicode(tmp_path: Path) -> None:
+    store = ResponseStore(tmp_path / "r.db", 10_000)
+    with pytest.raises(UnencodableError, match="response r1 holds text that is not valid Unicode: surrogates not"):
+        store.put("r1", {"id": "r1", "instructions": "\ud800"}, [])
+    with pytest.raises(UnencodableError):
+        store.put("r1", {"id": "r1"}, [{"text": "x\udfff"}])
+    assert store.get("r1") is None and store.total_bytes() == 0
+
+
+def test_store_counts_utf8_bytes_and_keeps_text_exactly(tmp_path: Path) -> None:
+    store = ResponseStore(tmp_path / "r.db", 10_000)
+    store.put("r1", {"t": "é\U0001f600"}, [])
+    assert store.total_bytes() == len('{"t": "é\U0001f600"}'.encode()) + len(b"[]")
+    assert store.get("r1").response == {"t": "é\U0001f600"}  # type: ignore[union-attr]
+
+
+def test_store_rows_written_before_the_check_are_still_readable(tmp_path: Path) -> None:
+    """Older servers stored lone surrogates (as \\ud800 escapes); reading such a row gives U+FFFD instead."""
+    path = tmp_path / "r.db"
+    ResponseStore(path, 10_000).close()
+    with sqlite3.connect(path) as db:
+        row = ("old", 0.0, 10, json.dumps({"id": "old", "instructions": "a\ud800b"}), json.dumps([]))
+        db.execute("INSERT INTO responses (id, created, bytes, response, history) VALUES (?, ?, ?, ?, ?)", row)
+    stored = ResponseStore(path, 10_000).get("old")
+    assert stored is not None and stored.response["instructions"] == "a\ufffdb"
+    json.dumps(stored.response, ensure_ascii=False).encode()  # it can be sent
 
 
 def test_keepalive_fills_idle_gaps_and_closes_the_producer() -> None:

@@ -60,8 +60,8 @@ def statuses(data: bytes) -> list[int]:
 def metric(url: str, name: str, **labels: str) -> float:
     """One sample of the server's /metrics (0 when absent)."""
     wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    pattern = re.escape(name + (f"{{{wanted}}}" if labels else "")) + r" (\S+)"
-    found = re.search(pattern, httpx.get(url + "/metrics", timeout=10).text)
+    pattern = "^" + re.escape(name + (f"{{{wanted}}}" if labels else "")) + r" (\S+)$"
+    found = re.search(pattern, httpx.get(url + "/metrics", timeout=10).text, re.MULTILINE)
     return float(found.group(1)) if found else 0.0
 
 

@@ -10,6 +10,7 @@ import argparse
 import errno
 import logging
 import os
+import signal
 import socket
 import threading
 from collections.abc import Callable
@@ -54,6 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", type=Path, default=None, help="SQLite file for stored responses (default: user data)")
     p.add_argument("--store-max-mb", type=int, default=512, help="size bound of the response store")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    p.add_argument("--drain-s", type=float, default=30.0, help="on SIGTERM/SIGINT, seconds in-flight requests get to "
+                   "finish before they are cancelled (default 30)")  # fmt: skip
     batch = p.add_argument_group("continuous batching and the KV cache")
     batch.add_argument("--max-running", type=int, default=8, help="sequences generated together (default 8)")
     batch.add_argument("--max-step-tokens", type=int, default=256,
@@ -76,6 +79,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     checks = [
         (0 <= args.port <= 65535, f"--port must be in 0..65535, got {args.port}"),
         (args.max_queue >= 0, f"--max-queue must be >= 0, got {args.max_queue}"),
+        (args.drain_s >= 0, f"--drain-s must be >= 0, got {args.drain_s:g}"),
         (args.context is None or args.context > 0, f"--context must be positive, got {args.context}"),
         (args.store_max_mb > 0, f"--store-max-mb must be positive, got {args.store_max_mb}"),
         (args.max_tool_rounds >= 0, f"--max-tool-rounds must be >= 0, got {args.max_tool_rounds}"),
@@ -230,20 +234,24 @@ def run(args: argparse.Namespace) -> int:
 
 
 def serve_on(sock: socket.socket, args: argparse.Namespace) -> int:
-    import uvicorn
+    """Exit status 0 after a clean stop (SIGTERM/SIGINT: drained, engine closed); 2 for a model that cannot be
+    loaded (UserError), as for bad arguments and a busy port (run)."""
     from rich.console import Console
 
     from gptoss.engine import Engine
     from gptoss.server import create_app
+    from gptoss.server.edge import DrainingServer, HttpLimits, uvicorn_config
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s")
     console = Console(stderr=True)
     path = resolve_checkpoint(args.model, console)
     config = server_config(args, path)
     engine = Engine(None, max_queue=args.max_queue)
-    # on SIGTERM, in-flight requests get 30 s to finish; then their tasks are cancelled, which frees the engine
-    options = {"log_level": args.log_level, "timeout_graceful_shutdown": 30}
-    server = uvicorn.Server(uvicorn.Config(create_app(engine, config), args.host, args.port, **options))
+    app = create_app(engine, config)
+    state = app.state.gptoss
+    on_reject = state.metrics.count_rejected
+    http = uvicorn_config(app, args.host, args.port, HttpLimits(), log_level=args.log_level, on_reject=on_reject)
+    server = DrainingServer(http, args.drain_s, state.inflight.cancel_all)
     failure: list[BaseException] = []
 
     def loaded(source: Source | None, error: BaseException | None) -> None:
@@ -262,4 +270,6 @@ def serve_on(sock: socket.socket, args: argparse.Namespace) -> int:
     engine.close()
     if failure:
         raise UserError(f"could not load the model from {path}: {failure[0]}")
+    stopped_by = ", ".join(signal.Signals(s).name for s in server.signals) or "request"
+    log.info("stopped (%s); the engine is closed", stopped_by)
     return 0

@@ -21,6 +21,7 @@ from gptoss.server.errors import ApiError, bad_request
 from gptoss.server.generation import (
     StopMatcher,
     Usage,
+    cancelled_error,
     check_fits,
     check_model,
     context_length,
@@ -265,6 +266,8 @@ class ChatPrepared:
     def failure(self) -> ApiError | None:
         if self.generation.finish is Finish.ERROR:
             return ApiError(500, f"generation failed: {self.generation.error}", code="server_error")
+        if self.generation.finish is Finish.CANCELLED and not self.run.stopped:
+            return cancelled_error()
         return None
 
     def chunk(self, delta: dict[str, Any], logprobs: list[dict[str, Any]] | None = None, **choice: Any) -> bytes:

@@ -19,6 +19,7 @@ from gptoss.server.errors import ApiError, bad_request
 from gptoss.server.generation import (
     StopMatcher,
     Usage,
+    cancelled_error,
     check_fits,
     check_model,
     context_length,
@@ -107,6 +108,8 @@ class CompletionRun:
     def finish_reason(self) -> str:
         if self.generation.finish is Finish.ERROR:
             raise ApiError(500, f"generation failed: {self.generation.error}", code="server_error")
+        if self.generation.finish is Finish.CANCELLED and not self.matcher.stopped:
+            raise cancelled_error()
         return "length" if self.generation.finish is Finish.LENGTH and not self.matcher.stopped else "stop"
 
     def body(self, choices: list[dict[str, Any]], usage: Usage | None = None) -> dict[str, Any]:

@@ -94,6 +94,13 @@ def submit(
         raise bad_request(str(e), code="invalid_prompt") from None
 
 
+def cancelled_error() -> ApiError:
+    """Why a generation ended early when neither a stop sequence nor its client ended it: the end of a shutdown
+    drain (server.edge) cancels whatever is still running."""
+    message = "The generation was cancelled before it finished: the server is shutting down. Retry the request."
+    return ApiError(503, message, code="server_shutdown", headers={"Retry-After": "1"})
+
+
 def stop_tokens() -> list[int]:
     """<|return|> and <|call|>: where the assistant's turn ends (<|end|> only ends an intermediate message)."""
     return harmony().stop_tokens_for_assistant_actions()
