@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -88,10 +89,21 @@ class Rope:
         return torch.cos(angles) * self.concentration, torch.sin(angles) * self.concentration
 
 
+class Adapter(Protocol):
+    """Trained low-rank additions to a frozen model (gptoss.finetune's LoRA); None in a plain model."""
+
+    def linear(self, layer: int, name: str, x: torch.Tensor) -> torch.Tensor | None: ...  # added to q/k/v/o/router
+
+    def moe_experts(
+        self, layer: int, x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, m: MoEWeights, limit: float
+    ) -> torch.Tensor | None: ...  # replaces ops.moe_experts when this layer's experts are adapted
+
+
 class Transformer:
-    def __init__(self, cfg: ModelConfig, weights: Weights) -> None:
+    def __init__(self, cfg: ModelConfig, weights: Weights, adapter: Adapter | None = None) -> None:
         self.cfg = cfg
         self.w = weights
+        self.adapter = adapter
         self.rope = Rope(cfg)
         self.sm_scale = 1.0 / math.sqrt(cfg.head_dim)
 
@@ -101,13 +113,30 @@ class Transformer:
         sequences, which the cache tells apart); without, the chunk is the sequence."""
         x = self.w.embedding[tokens]  # (T, H)
         cos, sin = self.rope.cos_sin(positions)
-        for i, layer in enumerate(self.w.layers):
-            x = x + self.attention(x, layer.attn, i, positions, cos, sin, cache)
-            x = x + self.moe(x, layer.moe)
+        for i in range(len(self.w.layers)):
+            x = self.block(x, i, positions, cos, sin, cache)
         return ops.rms_norm(x, self.w.norm, self.cfg.rms_norm_eps)
+
+    def block(
+        self,
+        x: torch.Tensor,
+        i: int,
+        positions: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: AttentionCache | None,
+    ) -> torch.Tensor:
+        layer = self.w.layers[i]
+        x = x + self.attention(x, layer.attn, i, positions, cos, sin, cache)
+        return x + self.moe(x, layer.moe, i)
 
     def unembed(self, h: torch.Tensor) -> torch.Tensor:
         return ops.linear(h, self.w.unembedding).float()  # (T, V), no bias, no softcap
+
+    def linear(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, layer: int, name: str) -> torch.Tensor:
+        y = ops.linear(x, w, b)
+        delta = self.adapter.linear(layer, name, x) if self.adapter is not None else None
+        return y if delta is None else y + delta.to(y.dtype)
 
     def attention(
         self,
@@ -121,9 +150,9 @@ class Transformer:
     ) -> torch.Tensor:
         cfg, T = self.cfg, x.shape[0]
         t = ops.rms_norm(x, a.norm, cfg.rms_norm_eps)
-        q = ops.linear(t, a.wq, a.bq).view(T, cfg.num_attention_heads, cfg.head_dim)  # (T, Hq, D)
-        k = ops.linear(t, a.wk, a.bk).view(T, cfg.num_key_value_heads, cfg.head_dim)  # (T, Hkv, D)
-        v = ops.linear(t, a.wv, a.bv).view(T, cfg.num_key_value_heads, cfg.head_dim)  # (T, Hkv, D)
+        q = self.linear(t, a.wq, a.bq, layer, "q").view(T, cfg.num_attention_heads, cfg.head_dim)  # (T, Hq, D)
+        k = self.linear(t, a.wk, a.bk, layer, "k").view(T, cfg.num_key_value_heads, cfg.head_dim)  # (T, Hkv, D)
+        v = self.linear(t, a.wv, a.bv, layer, "v").view(T, cfg.num_key_value_heads, cfg.head_dim)  # (T, Hkv, D)
         q, k = ops.rope(q, cos, sin), ops.rope(k, cos, sin)  # half-split: j pairs with j + D/2
         window = cfg.sliding_window if cfg.is_sliding(layer) else 0
 
@@ -132,15 +161,18 @@ class Transformer:
 
         # With a cache, it adds this chunk's keys and values and runs `core` over each sequence's keys.
         o = core(q, k, v, positions, positions) if cache is None else cache.attend(layer, q, k, v, positions, core)
-        return ops.linear(o, a.wo, a.bo)  # (T, H)
+        return self.linear(o, a.wo, a.bo, layer, "o")  # (T, H)
 
-    def moe(self, x: torch.Tensor, m: MoEWeights) -> torch.Tensor:
+    def moe(self, x: torch.Tensor, m: MoEWeights, layer: int) -> torch.Tensor:
         cfg = self.cfg
         t = ops.rms_norm(x, m.norm, cfg.rms_norm_eps)
-        g = ops.linear(t, m.router_w, m.router_b).float()  # (T, E)
+        g = self.linear(t, m.router_w, m.router_b, layer, "router").float()  # (T, E)
         # Top-k first, then a softmax over only the k selected logits.
         vals, idx = torch.topk(g, cfg.experts_per_token, dim=-1, sorted=True)  # (T, k)
         w = torch.softmax(vals, dim=-1)  # (T, k)
+        adapted = self.adapter.moe_experts(layer, t, idx, w, m, cfg.swiglu_limit) if self.adapter else None
+        if adapted is not None:
+            return adapted
         return ops.moe_experts(
             t, idx, w,
             m.mlp1_blocks, m.mlp1_scales, m.mlp1_bias,
