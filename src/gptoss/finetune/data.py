@@ -7,7 +7,8 @@ top-level `tools` and `reasoning_effort`) or a harmony conversation (`Conversati
 
 Chat lines go through the server's own conversion (gptoss.server.conversation), so a model is trained on exactly
 the prompt layout it is served with: a system message (reasoning effort), a developer message when there are
-instructions or tools, and reasoning of completed turns dropped (only the last turn keeps its analysis).
+instructions or tools, and reasoning of completed turns dropped (the last turn, after the last user message, keeps
+its analysis: it is what the model generates).
 
 The loss mask is 1 on exactly the tokens the model generates at inference: every assistant message's tokens from
 its header (`<|channel|>...`) through its closing `<|end|>` / `<|call|>` / `<|return|>`; the `<|start|>assistant`
@@ -106,9 +107,20 @@ def parse_conversation(data: Any) -> Conversation:
             conversation = Conversation.from_dict(data)
             conversation.validate()
             return conversation
-        return conv.build_conversation(chat_spec(data))
+        return training_conversation(chat_spec(data))
     except (HarmonyError, conv.ConversionError) as e:
         raise DataError(str(e)) from None
+
+
+def training_conversation(spec: conv.PromptSpec) -> Conversation:
+    """conv.build_conversation, except that the last turn (after the last user message) keeps its reasoning: the
+    prompt is what the server would send before that turn, and the turn is what the model should generate."""
+    items = [i for i in spec.items if not conv.is_instruction(i)]
+    last_user = max((n for n, i in enumerate(items) if isinstance(i, conv.Text) and i.role == "user"), default=-1)
+    items = conv.drop_completed_reasoning(items[: last_user + 1]) + items[last_user + 1 :]
+    names = conv.call_names(items, spec.items_param)
+    messages = [conv.system_message(spec), *conv.developer_message(spec, conv.gather_instructions(spec))]
+    return Conversation.from_messages(messages + [conv.to_message(i, names) for i in items])
 
 
 def is_harmony(messages: list[Any]) -> bool:
