@@ -170,7 +170,8 @@ class Transformer:
         # Top-k first, then a softmax over only the k selected logits.
         vals, idx = torch.topk(g, cfg.experts_per_token, dim=-1, sorted=True)  # (T, k)
         w = torch.softmax(vals, dim=-1)  # (T, k)
-        adapted = self.adapter.moe_experts(layer, t, idx, w, m, cfg.swiglu_limit) if self.adapter else None
+        a = self.adapter
+        adapted = a.moe_experts(layer, t, idx, w, m, cfg.swiglu_limit) if a is not None else None
         if adapted is not None:
             return adapted
         return ops.moe_experts(

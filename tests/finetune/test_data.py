@@ -93,7 +93,8 @@ def test_harmony_json_lines_are_read() -> None:
     )
     tokens, mask = encode_line(conversation.to_json(), ENC, 10_000)
     assert tokens == ENC.render_conversation_for_training(conversation)
-    assert ENC.decode([t for t, m in zip(tokens, mask, strict=True) if m]) == "<|channel|>final<|message|>hello<|return|>"
+    trained = ENC.decode([t for t, m in zip(tokens, mask, strict=True) if m])
+    assert trained == "<|channel|>final<|message|>hello<|return|>"
 
 
 def write(tmp_path: Path, lines: list[str]) -> Path:

@@ -19,6 +19,8 @@ COMMANDS: dict[str, str] = {
     "bench": "gptoss.cli.bench",
     "serve": "gptoss.cli.serve",
     "chat": "gptoss.cli.chat",
+    "finetune": "gptoss.cli.finetune",
+    "merge": "gptoss.cli.merge",
 }
 
 

@@ -358,7 +358,7 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     console = Console()
     path = resolve_checkpoint(args.model, Console(stderr=True))
-    model = load_with_progress(path, args.context, args.dtype, Console(stderr=True))
+    model = load_with_progress(path, args.context, args.dtype, Console(stderr=True), args.lora)
     session = ChatSession(ModelSource(model), harmony(), options, console, lambda prompt: console.input(prompt))
     try:
         session.loop()

@@ -41,6 +41,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, help="checkpoint folder; without it a tiny random checkpoint is used")
     p.add_argument("--context", type=int, default=None, help="context limit in tokens (default: the model's)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
+    p.add_argument("--lora", type=Path, default=None, metavar="DIR", help="PEFT LoRA adapter to run on the model")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -129,7 +130,9 @@ def resolve_checkpoint(model: Path | None, console: Console) -> Path:
     return path
 
 
-def load_with_progress(path: Path, context: int | None, dtype: str, console: Console) -> Model:
+def load_with_progress(
+    path: Path, context: int | None, dtype: str, console: Console, lora: Path | None = None
+) -> Model:
     """Reads the weights through once with a byte progress bar, then loads (from the page cache)."""
     import torch
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
@@ -141,7 +144,12 @@ def load_with_progress(path: Path, context: int | None, dtype: str, console: Con
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("weights", total=None)
         read_through(weight_files(path), lambda done, total: progress.update(task, completed=done, total=total))
-    return gptoss.load(path, dtype=getattr(torch, DTYPES[dtype]), context_length=context)
+    model = gptoss.load(path, dtype=getattr(torch, DTYPES[dtype]), context_length=context)
+    if lora is not None:
+        from gptoss.finetune.peft_io import attach_adapter
+
+        attach_adapter(model, lora)
+    return model
 
 
 def batch_config(args: argparse.Namespace) -> BatchConfig:
@@ -157,7 +165,7 @@ def load_in_background(args: argparse.Namespace, path: Path, console: Console, o
         from gptoss.server.generation import harmony
 
         try:
-            model = load_with_progress(path, args.context, args.dtype, console)
+            model = load_with_progress(path, args.context, args.dtype, console, args.lora)
             harmony()  # the tokenizer's first use builds its tables: do it now, not on the first request
             source = BatchedModelSource(model, batch_config(args))
             log.info(

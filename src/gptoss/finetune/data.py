@@ -2,7 +2,8 @@
 
 Each line is one conversation, either in the OpenAI chat format (`messages` with `role` system / developer / user /
 assistant / tool; assistant `content`, `thinking` or `reasoning_content`, `tool_calls`; tool `tool_call_id`; optional
-top-level `tools` and `reasoning_effort`) or a harmony conversation (`Conversation.to_json()`: recognised by a
+top-level `tools`, `reasoning_effort` and `date`, the conversation start date the server writes into its system
+message) or a harmony conversation (`Conversation.to_json()`: recognised by a
 `channel`, `recipient` or `content_type` key on a message, or a `system_content` / `developer_content` part).
 
 Chat lines go through the server's own conversion (gptoss.server.conversation), so a model is trained on exactly
@@ -18,6 +19,7 @@ is prompt otherwise. Everything else (system, developer, user and tool messages)
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -59,9 +61,7 @@ class Dataset:
     problems: list[str]  # "FILE:LINE: reason" for each skipped line
 
 
-def load_jsonl(
-    path: str | Path, encoding: HarmonyEncoding, max_length: int, strict: bool = False
-) -> Dataset:
+def load_jsonl(path: str | Path, encoding: HarmonyEncoding, max_length: int, strict: bool = False) -> Dataset:
     """Reads every conversation of a JSONL file. Bad lines are collected (or raised with `strict`)."""
     p = Path(path)
     try:
@@ -143,7 +143,11 @@ def chat_spec(data: dict[str, Any]) -> conv.PromptSpec:
     if effort not in ("low", "medium", "high"):
         raise DataError(f"reasoning_effort {effort!r}: expected 'low', 'medium' or 'high'")
     tools = tuple(function_tool(t, f"tools[{i}]") for i, t in enumerate(data.get("tools") or []))
-    spec = conv.PromptSpec(tuple(items), tools=tools, effort=ReasoningEffort(effort.capitalize()), items_param="messages")
+    date = data.get("date")
+    if date is not None and not isinstance(date, str):
+        raise DataError(f"date must be a 'YYYY-MM-DD' string, got {date!r}")
+    level = ReasoningEffort(effort.capitalize())
+    spec = conv.PromptSpec(tuple(items), tools=tools, effort=level, date=date, items_param="messages")
     conv.check_tools(spec)
     return spec
 
@@ -228,4 +232,4 @@ def is_assistant(m: Message) -> bool:
 def message_spans(tokens: Sequence[int]) -> Iterator[tuple[int, int]]:
     """(start, end) of each `<|start|>`-opened message in a render (used by tests and tools)."""
     starts = [i for i, t in enumerate(tokens) if t == START] + [len(tokens)]
-    yield from zip(starts[:-1], starts[1:], strict=True)
+    yield from itertools.pairwise(starts)

@@ -60,7 +60,7 @@ def _routes(idx: torch.Tensor) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
 
 class LoraExperts(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         x: torch.Tensor,  # (T, H)
         w: torch.Tensor,  # (T, k) routing weights

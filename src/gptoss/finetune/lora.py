@@ -46,7 +46,7 @@ class LoraConfig:
         if unknown or not self.targets:
             raise InputError(f"unknown LoRA target(s) {unknown or '(none)'}: choose from {', '.join(TARGETS)}")
         if self.dropout and any(t not in ATTENTION for t in self.targets):
-            raise InputError("LoRA dropout must be 0 when the router or experts are targeted (PEFT has no dropout there)")
+            raise InputError("LoRA dropout must be 0 when the router or experts are targeted (PEFT has none there)")
 
     @property
     def scaling(self) -> float:

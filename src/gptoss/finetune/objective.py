@@ -40,10 +40,18 @@ def hidden_states(tr: Transformer, tokens: torch.Tensor, checkpointing: bool = F
     cos, sin = tr.rope.cos_sin(positions)
     for i in range(len(tr.w.layers)):
         if checkpointing:
-            x = checkpoint(tr.block, x, i, positions, cos, sin, None, use_reentrant=False)
+            x = checkpoint(_block, tr, x, i, positions, cos, sin, use_reentrant=False)
         else:
             x = tr.block(x, i, positions, cos, sin, None)
     return ops.rms_norm(x, tr.w.norm, tr.cfg.rms_norm_eps)
+
+
+def _block(
+    tr: Transformer, x: torch.Tensor, i: int, positions: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> torch.Tensor:
+    # The recomputation runs inside backward(), possibly outside the caller's differentiable_ops(): enter it here.
+    with differentiable_ops():
+        return tr.block(x, i, positions, cos, sin, None)
 
 
 def loss_sum(

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from gptoss.config import ModelConfig
 from gptoss.errors import InputError
 from gptoss.finetune.lora import ATTENTION, EXPERTS, TARGETS, LoraAdapter, LoraConfig, factor_shapes, key
+from gptoss.runtime import Model
 
 CONFIG, WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 PREFIX = "base_model.model.model.layers."
@@ -188,3 +189,10 @@ def _other_dim(t: torch.Tensor, factor: str) -> int:
 
 def _other_dim_want(want: tuple[int, int], factor: str) -> int:
     return want[1] if factor == "A" else want[0]
+
+
+def attach_adapter(model: Model, directory: str | Path) -> LoraAdapter:
+    """Runs `model` with the adapter in `directory` on top (unmerged); returns the adapter."""
+    adapter = load_adapter(directory, model.config).to(model.device).eval()
+    model.transformer.adapter = adapter
+    return adapter
