@@ -11,7 +11,7 @@ from gptoss.config import PRESETS, ModelConfig
 from gptoss.random_checkpoint import write_random_checkpoint
 
 TINY = PRESETS["tiny"]
-# Three shapes that together cover: GQA ratios 2, 4 and 6; top-k < experts; windows shorter than the test
+# Four shapes that together cover: GQA ratios 2, 4 and 6; top-k < experts; windows shorter than the test
 # sequences; sequences past initial_context_length (so the YaRN-interpolated frequencies matter).
 PARITY_CONFIGS: dict[str, ModelConfig] = {
     "tiny": TINY,
@@ -24,6 +24,11 @@ PARITY_CONFIGS: dict[str, ModelConfig] = {
         TINY, num_hidden_layers=2, num_experts=16, experts_per_token=4, hidden_size=64, intermediate_size=96,
         head_dim=16, num_attention_heads=6, num_key_value_heads=1, sliding_window=5, initial_context_length=64,
         rope_scaling_factor=32.0, rope_theta=10000.0, swiglu_limit=3.0, layer_types=(),
+    ),
+    # YaRN bounds outside the rotary dims (low < 0), truncated: transformers clamps them, the reference formula not
+    "yarn_clamped": dataclasses.replace(
+        TINY, num_hidden_layers=2, initial_context_length=16, rope_scaling_factor=8.0, rope_ntk_beta=32.0,
+        rope_truncate=True, layer_types=(),
     ),
 }  # fmt: skip
 

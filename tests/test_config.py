@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -45,12 +46,22 @@ def test_transformers_5_rope_parameters() -> None:
         ({"num_experts_per_tok": 40}, r"experts_per_token \(40\) > num_experts \(32\)"),
         ({"hidden_size": 100}, r"hidden_size \(100\) must be a multiple of 32"),
         ({"num_hidden_layers": 0, "layer_types": []}, "num_hidden_layers must be positive"),
+        ({"rope_scaling": {"rope_type": "yarn", "beta_fast": 32}}, "rope scaling has no 'factor'"),
+        ({"rope_scaling": {"factor": 32, "beta_slow": -1}}, r"rope_ntk_alpha \(YaRN beta\) must be positive, got -1"),
+        ({"rope_theta": 1.0}, r"rope_theta \(1.0\) must be > 1"),
     ],
 )
 def test_bad_hf_config(edit: dict[str, object], message: str) -> None:
     d = {**PRESETS["20b"].to_hf_json(), **edit}
     with pytest.raises(ConfigError, match=message):
         from_hf_dict(d, Path("cfg.json"))
+
+
+def test_truncate_round_trips_in_both_layouts() -> None:
+    cfg = dataclasses.replace(PRESETS["tiny"], rope_truncate=True)
+    assert from_hf_dict(cfg.to_hf_json(), Path("c.json")) == cfg
+    assert from_original_dict(cfg.to_original_json(), Path("c.json")) == cfg
+    assert "rope_truncate" not in PRESETS["20b"].to_original_json()  # the released form has no such key
 
 
 def test_original_config_missing_key() -> None:

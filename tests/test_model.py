@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
 import gptoss
+from gptoss.config import from_hf_dict, from_original_dict, yarn_low_high
+from gptoss.model import Rope
 from tests.conftest import PARITY_CONFIGS
 
 
@@ -71,3 +75,85 @@ def test_sliding_window_and_sinks_matter(tiny_dir: Path) -> None:
     for layer in model.transformer.w.layers:
         layer.attn.sinks = layer.attn.sinks + 1.0
     assert (model.logits(ids) - base).abs().max() > 1e-3
+
+
+# YaRN as transformers computes it, config by config: (initial_context_length, head_dim, rope_theta, beta_fast,
+# beta_slow); each runs with truncate on and off. Bounds: fractional in range; low < 0; both < 0 (a zero-width ramp
+# after clamping); high > head_dim - 1; released 20b.
+YARN_SHAPES = {
+    "fractional": (4096, 64, 150000.0, 32.0, 1.0),
+    "negative_low": (64, 64, 150000.0, 32.0, 1.0),
+    "both_negative": (4, 16, 150000.0, 32.0, 2.0),
+    "high_clamped": (4096, 16, 100.0, 32.0, 0.01),
+    "released_20b": (4096, 64, 150000.0, 32.0, 1.0),
+}
+
+
+def yarn_config(name: str, truncate: bool) -> gptoss.ModelConfig:
+    initial, head_dim, theta, beta_fast, beta_slow = YARN_SHAPES[name]
+    base = gptoss.PRESETS["20b"] if name == "released_20b" else gptoss.PRESETS["tiny"]
+    return dataclasses.replace(
+        base, initial_context_length=initial, head_dim=head_dim, rope_theta=theta, rope_ntk_beta=beta_fast,
+        rope_ntk_alpha=beta_slow, rope_truncate=truncate,
+    )  # fmt: skip
+
+
+def transformers_yarn(hf_json: dict[str, object]) -> tuple[torch.Tensor, float]:
+    from transformers import GptOssConfig
+    from transformers.modeling_rope_utils import _compute_yarn_parameters
+
+    return _compute_yarn_parameters(GptOssConfig.from_dict(hf_json))  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("truncate", [False, True])
+@pytest.mark.parametrize("name", sorted(YARN_SHAPES))
+def test_yarn_frequencies_match_transformers(name: str, truncate: bool) -> None:
+    cfg = yarn_config(name, truncate)
+    inv_freq, attention_factor = transformers_yarn(cfg.to_hf_json())
+    for layout_cfg in (cfg, from_original_dict(cfg.to_original_json(), Path("original/config.json"))):
+        rope = Rope(layout_cfg)
+        assert torch.equal(rope.inv_freq, inv_freq), name
+        assert rope.concentration == pytest.approx(attention_factor, rel=1e-12)
+
+
+@pytest.mark.parametrize("omitted", ["truncate", "rope_scaling"])
+def test_omitted_rope_keys_mean_what_they_mean_to_transformers(omitted: str) -> None:
+    hf_json = yarn_config("negative_low", False).to_hf_json()
+    if omitted == "truncate":
+        del hf_json["rope_scaling"]["truncate"]  # transformers then truncates
+    else:
+        del hf_json["rope_scaling"]  # transformers then uses gpt-oss-20b's YaRN (factor 32, 4096 tokens)
+    cfg = from_hf_dict(hf_json, Path("config.json"))
+    assert cfg.rope_truncate == (omitted == "truncate")
+    inv_freq, attention_factor = transformers_yarn(hf_json)
+    assert torch.equal(Rope(cfg).inv_freq, inv_freq)
+    assert Rope(cfg).concentration == pytest.approx(attention_factor, rel=1e-12)
+
+
+def test_yarn_cases_cover_what_they_claim() -> None:
+    # negative_low: the reference formula gives low = 32 * ln(64 / 64π) / ln(150000) = -3.07
+    assert yarn_low_high(yarn_config("negative_low", False)) == (0, pytest.approx(6.23173, abs=1e-5))
+    assert yarn_low_high(yarn_config("both_negative", True)) == (0, 0)  # ceil(-0.768): the widened zero-width ramp
+    assert yarn_low_high(yarn_config("both_negative", False)) == (0, pytest.approx(-0.76838, abs=1e-5))
+    assert yarn_low_high(yarn_config("high_clamped", False)) == (pytest.approx(5.23612, abs=1e-5), 15)  # 19.3 raw
+    frac_low, frac_high = yarn_low_high(yarn_config("fractional", False))
+    assert frac_low % 1 and frac_high % 1
+    assert yarn_low_high(yarn_config("fractional", True)) == (math.floor(frac_low), math.ceil(frac_high))
+
+
+def reference_inv_freq(cfg: gptoss.ModelConfig) -> torch.Tensor:
+    """The openai/gpt-oss reference formula (unclamped, untruncated), for the released configs only."""
+    freq = cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim)
+    d_half = cfg.head_dim / 2
+    low = d_half * math.log(cfg.initial_context_length / (cfg.rope_ntk_beta * 2 * math.pi)) / math.log(cfg.rope_theta)
+    high = d_half * math.log(cfg.initial_context_length / (cfg.rope_ntk_alpha * 2 * math.pi)) / math.log(cfg.rope_theta)
+    assert 0 < low < high < d_half - 1  # the reference asserts this too
+    mask = 1 - ((torch.arange(d_half, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+    return 1.0 / (cfg.rope_scaling_factor * freq) * (1 - mask) + 1.0 / freq * mask
+
+
+@pytest.mark.parametrize("name", ["20b", "120b"])
+def test_released_frequencies_unchanged(name: str) -> None:
+    cfg = gptoss.PRESETS[name]
+    assert torch.equal(Rope(cfg).inv_freq, reference_inv_freq(cfg))
+    assert Rope(cfg).concentration == 0.1 * math.log(32) + 1

@@ -32,6 +32,8 @@ class ModelConfig:
     rope_scaling_factor: float = 32.0
     rope_ntk_alpha: float = 1.0
     rope_ntk_beta: float = 32.0
+    # transformers' rope_scaling.truncate: floor/ceil the YaRN ramp bounds (the released configs say false)
+    rope_truncate: bool = False
     rms_norm_eps: float = 1e-5
     # Per-layer attention kind; empty means the released pattern: sliding on even layers, full on odd ones.
     layer_types: tuple[str, ...] = field(default=())
@@ -83,6 +85,9 @@ class ModelConfig:
         need(not bad, f"unknown layer type(s) {sorted(set(bad))}; expected {SLIDING!r} or {FULL!r}")
         need(self.sliding_window > 0 or SLIDING not in self.layer_types, "sliding_window must be positive")
         need(self.rope_scaling_factor >= 1.0, f"rope_scaling_factor ({self.rope_scaling_factor}) must be >= 1")
+        for name in ("rope_ntk_alpha", "rope_ntk_beta"):
+            need(getattr(self, name) > 0, f"{name} (YaRN beta) must be positive, got {getattr(self, name)}")
+        need(self.rope_theta > 1.0, f"rope_theta ({self.rope_theta}) must be > 1")
 
     @property
     def max_context(self) -> int:
@@ -98,8 +103,9 @@ class ModelConfig:
 
     def to_original_json(self) -> dict[str, Any]:
         """The `original/config.json` form (the reference implementation's ModelConfig fields)."""
-        keys = [f.name for f in dataclasses.fields(self) if f.name not in ("rms_norm_eps", "layer_types")]
-        return {k: getattr(self, k) for k in keys}
+        # rope_truncate is no reference field: written only when set, so the released form stays unchanged
+        skip = {"rms_norm_eps", "layer_types"} | (set() if self.rope_truncate else {"rope_truncate"})
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
 
     def to_hf_json(self) -> dict[str, Any]:
         """The Hugging Face `config.json` form, MXFP4-quantized experts, as in openai/gpt-oss-*."""
@@ -142,7 +148,7 @@ class ModelConfig:
                 "factor": self.rope_scaling_factor,
                 "original_max_position_embeddings": self.initial_context_length,
                 "rope_type": "yarn",
-                "truncate": False,
+                "truncate": self.rope_truncate,
             },
             "rope_theta": self.rope_theta,
             "router_aux_loss_coef": 0.9,
@@ -193,6 +199,7 @@ def from_original_dict(d: dict[str, Any], path: Path) -> ModelConfig:
         "swiglu_limit",
         "rope_ntk_alpha",
         "rope_ntk_beta",
+        "rope_truncate",
         "rope_scaling_factor",
         "rope_theta",
         "initial_context_length",
@@ -204,21 +211,26 @@ def from_original_dict(d: dict[str, Any], path: Path) -> ModelConfig:
     return _build(kwargs, path)
 
 
+# What transformers' GptOssConfig assumes when a config.json has no rope_scaling / rope_parameters at all.
+HF_DEFAULT_ROPE = {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False,
+                   "original_max_position_embeddings": 4096}  # fmt: skip
+
+
 def _rope_params(d: dict[str, Any]) -> dict[str, Any]:
     # transformers 4.x writes "rope_scaling" + top-level "rope_theta"; 5.x writes "rope_parameters".
     rope = dict(d.get("rope_scaling") or {})
     rope.update(d.get("rope_parameters") or {})
-    return rope
+    return rope or dict(HF_DEFAULT_ROPE)
 
 
 def from_hf_dict(d: dict[str, Any], path: Path) -> ModelConfig:
     if d.get("model_type") not in (None, "gpt_oss"):
         raise ConfigError(f"{path}: model_type is {d.get('model_type')!r}, expected 'gpt_oss'")
     rope = _rope_params(d)
-    if rope and rope.get("rope_type", rope.get("type", "yarn")) != "yarn":
+    if rope.get("rope_type", rope.get("type", "yarn")) != "yarn":
         raise ConfigError(f"{path}: rope type {rope.get('rope_type')!r} is not supported (expected 'yarn')")
-    if rope.get("truncate", False):
-        raise ConfigError(f"{path}: rope 'truncate: true' is not the GPT-OSS rotary scaling")
+    if "factor" not in rope:
+        raise ConfigError(f"{path}: rope scaling has no 'factor' (transformers requires it for 'yarn')")
     quant = d.get("quantization_config")
     if quant is not None and quant.get("quant_method") != "mxfp4":
         raise ConfigError(f"{path}: quantization method {quant.get('quant_method')!r} is not supported (mxfp4 only)")
@@ -239,9 +251,10 @@ def from_hf_dict(d: dict[str, Any], path: Path) -> ModelConfig:
         "sliding_window": d.get("sliding_window") or 128,
         "initial_context_length": rope.get("original_max_position_embeddings", d.get("initial_context_length", 4096)),
         "rope_theta": rope.get("rope_theta", d.get("rope_theta", 150000.0)),
-        "rope_scaling_factor": rope.get("factor", 1.0) if rope else 1.0,
-        "rope_ntk_alpha": rope.get("beta_slow", 1.0),
-        "rope_ntk_beta": rope.get("beta_fast", 32.0),
+        "rope_scaling_factor": rope["factor"],
+        "rope_ntk_alpha": rope.get("beta_slow") or 1.0,  # `or`: transformers reads 0/null as the default too
+        "rope_ntk_beta": rope.get("beta_fast") or 32.0,
+        "rope_truncate": bool(rope.get("truncate", True)),  # transformers truncates unless told not to
         "rms_norm_eps": d.get("rms_norm_eps", 1e-5),
         "layer_types": tuple(d.get("layer_types") or ()),
     }
@@ -271,8 +284,12 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def yarn_low_high(cfg: ModelConfig) -> tuple[float, float]:
-    """The YaRN ramp bounds (in rotary dimension pairs), e.g. (8.09, 17.40) for the released models."""
+    """The YaRN ramp bounds (in rotary dimension pairs), e.g. (8.09, 17.40) for the released models, as transformers
+    computes them: floored/ceiled under rope_truncate, then clamped to [0, head_dim - 1] (the reference formula
+    alone goes negative for a small initial_context_length)."""
     d_half = cfg.head_dim / 2
     low = d_half * math.log(cfg.initial_context_length / (cfg.rope_ntk_beta * 2 * math.pi)) / math.log(cfg.rope_theta)
     high = d_half * math.log(cfg.initial_context_length / (cfg.rope_ntk_alpha * 2 * math.pi)) / math.log(cfg.rope_theta)
-    return low, high
+    if cfg.rope_truncate:
+        low, high = math.floor(low), math.ceil(high)
+    return max(low, 0), min(high, cfg.head_dim - 1)

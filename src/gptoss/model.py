@@ -75,6 +75,7 @@ class Rope:
         if cfg.rope_scaling_factor > 1.0:
             self.concentration = 0.1 * math.log(cfg.rope_scaling_factor) + 1.0
             low, high = yarn_low_high(cfg)
+            high = high + 0.001 if low == high else high  # a zero-width ramp, widened as transformers does
             interpolation = 1.0 / (cfg.rope_scaling_factor * freq)
             extrapolation = 1.0 / freq
             ramp = (torch.arange(d_half, dtype=torch.float32) - low) / (high - low)
