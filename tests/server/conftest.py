@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -97,6 +98,17 @@ def serve(
             raise RuntimeError("the test server did not start")
         time.sleep(0.005)
     return Running(f"http://127.0.0.1:{sock.getsockname()[1]}", source, engine, server, thread, api_key)
+
+
+@pytest.fixture()
+def logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """caplog that also sees uvicorn's own records (its loggers do not propagate to the root logger)."""
+    uvicorn_log = logging.getLogger("uvicorn")
+    uvicorn_log.addHandler(caplog.handler)
+    try:
+        yield caplog
+    finally:
+        uvicorn_log.removeHandler(caplog.handler)
 
 
 @pytest.fixture(scope="session")

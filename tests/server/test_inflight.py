@@ -73,21 +73,21 @@ ENDPOINTS = [
 def test_a_failing_stream_frees_the_engine_and_ends_with_an_error_event(
     slow: Running,
     monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    logs: pytest.LogCaptureFixture,
     module: Any,
     path: str,
     body: dict[str, Any],
     at: int,
 ) -> None:
     monkeypatch.setattr(module, "frame", failing_frame(module.frame, at))
-    caplog.set_level(logging.ERROR)
+    logs.set_level(logging.ERROR)
     text = read_stream(slow, path, body)
     engine_freed(slow, within=0.2)
     last = text.rstrip("\n").split("\n\n")[-1]
     assert last.startswith("event: error\ndata: ")
     error = json.loads(last.split("data: ", 1)[1])["error"]
     assert error["message"] == "The server failed while streaming; the response was stopped."
-    assert [r.getMessage() for r in caplog.records] == [f"the event stream of POST {path} failed"]  # logged once
+    assert [r.getMessage() for r in logs.records] == [f"the event stream of POST {path} failed"]  # logged once
 
 
 def test_a_stream_failing_inside_the_tool_loop_frees_the_engine(slow: Running, monkeypatch: pytest.MonkeyPatch) -> None:
