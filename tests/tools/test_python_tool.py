@@ -326,7 +326,7 @@ def test_sandboxes_die_with_a_killed_server() -> None:
     pool = SandboxPool(SandboxConfig(TEST_CONFIG.limits, uid_base=62700, uid_count=4))
     try:
         pool._sweep_once()  # what its first start does
-        assert not scratch.mounted_under(mounts)
+        assert not scratch.mounted_under(mounts) and not mounts.exists()
         assert PythonTool(pool).execute("print(2)") == "2\n"
     finally:
         pool.close()

@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -45,6 +46,7 @@ def tool(gap_pool: SandboxPool) -> Iterator[PythonTool]:
     uid = tool.session.uid
     tool.close()
     assert uid is None or not wait_until_gone(uid, set()), "processes left after close"
+    assert uid is None or not (Path(gap_pool.config.mount_dir) / str(uid)).exists(), "scratch mounts left"
 
 
 def assert_cgroup_mode(tool: PythonTool) -> None:

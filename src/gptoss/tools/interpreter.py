@@ -431,7 +431,7 @@ class Interpreter:
             self.proc.wait(timeout=2.0)
         kill_uid(self.uid)
         with contextlib.suppress(OSError):  # best effort here; the next start on this uid unmounts again or fails
-            scratch.unmount_all(self._scratch_root)
+            scratch.remove_all(self._scratch_root)
         if self.cgroup is not None:
             deadline = time.monotonic() + 1.0
             while not self.cgroup.remove() and time.monotonic() < deadline:

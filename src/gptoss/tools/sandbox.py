@@ -345,7 +345,7 @@ class SandboxPool:
             self._swept = True
         root = Path(self.config.mount_dir)
         if root.is_dir():
-            self.slots.sweep(lambda uid: scratch.unmount_all(root / str(uid)))
+            self.slots.sweep(lambda uid: scratch.remove_all(root / str(uid)))
 
     def _stop_interpreter(self, session: PythonSession, interpreter: Interpreter) -> None:
         with self._lock:

@@ -9,6 +9,7 @@ are removed when its interpreter stops, and stale ones (a server that died) befo
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -60,6 +61,17 @@ def unmount_all(root: Path) -> None:
         if _LIBC.umount2(os.fsencode(point), MNT_DETACH) != 0:
             errno = ctypes.get_errno()
             raise ScratchError(errno, f"cannot unmount {point}: {os.strerror(errno)}")
+
+
+def remove_all(root: Path) -> None:
+    """Unmount everything at or below `root`, then remove its (now empty) mount points and `root` itself."""
+    unmount_all(root)
+    if root.is_dir():
+        for child in root.iterdir():
+            with contextlib.suppress(OSError):  # a lazily detached mount may still be busy for a moment
+                child.rmdir()
+        with contextlib.suppress(OSError):
+            root.rmdir()
 
 
 def mount_all(root: Path, uid: int, scratches: list[Scratch]) -> dict[str, Path]:
