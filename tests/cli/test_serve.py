@@ -153,6 +153,18 @@ def test_a_repeated_prompt_reports_cached_tokens_and_metrics_count_them(first_se
     assert {"gptoss_preemptions", "gptoss_batch_size", "gptoss_prefix_cache_hit_rate"} <= set(families)
 
 
+def test_a_resent_history_reuses_everything_before_the_answered_turn(first_server: tuple[Process, Path]) -> None:
+    client = first_server[0].client()
+    history: list[dict[str, str]] = [{"role": "user", "content": "describe the ocean floor " * 30}]
+    first = client.chat.completions.create(model="tiny-random", messages=history, max_tokens=3)  # type: ignore[arg-type]
+    assert first.usage is not None
+    # The next turn drops the first turn's reasoning, so its prompt leaves the first one exactly where that ended.
+    history += [{"role": "assistant", "content": "It is deep."}, {"role": "user", "content": "and the coast?"}]
+    second = client.chat.completions.create(model="tiny-random", messages=history, max_tokens=3)  # type: ignore[arg-type]
+    assert second.usage is not None and second.usage.prompt_tokens_details is not None
+    assert second.usage.prompt_tokens_details.cached_tokens == first.usage.prompt_tokens // 64 * 64
+
+
 def test_stored_responses_survive_a_restart(first_server: tuple[Process, Path], tiny_random_home: Path) -> None:
     process, store = first_server
     stored = process.client().responses.create(input="remember me", max_output_tokens=4, metadata={"n": "1"})

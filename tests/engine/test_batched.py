@@ -225,6 +225,31 @@ def test_a_constraint_is_applied_per_sequence(model: gptoss.Model) -> None:
     assert out["free"] == list(model.generate_with([5, 6, 7], greedy(6)))
 
 
+def test_a_failing_constraint_fails_only_its_own_request(model: gptoss.Model) -> None:
+    class Nothing:
+        def mask(self) -> torch.Tensor:
+            return torch.zeros(1024, dtype=torch.bool)
+
+        def advance(self, token: int) -> None:
+            raise AssertionError("never reached")
+
+    engine = Engine(source(model, max_running=2))
+
+    async def main() -> tuple[Generation, Generation]:
+        bad = engine.submit([1, 2, 3], greedy(4), constraint=Nothing())
+        good = engine.submit([1, 2, 3], greedy(4))
+        assert [e async for e in bad] == []
+        assert [e.token async for e in good] == list(model.generate_with([1, 2, 3], greedy(4)))
+        return bad, good
+
+    try:
+        bad, good = asyncio.run(main())
+    finally:
+        engine.close()
+    assert bad.finish == Finish.ERROR and "token mask allows no token" in str(bad.error)
+    assert good.finish == Finish.LENGTH
+
+
 def test_bad_batch_configs_are_refused() -> None:
     with pytest.raises(ValueError, match="max_running must be >= 1, got 0"):
         BatchConfig(max_running=0)

@@ -59,6 +59,7 @@ class StepOutput:
     event: TokenEvent | None  # None: the sequence ended without a new token
     done: bool
     logits: torch.Tensor | None = None  # what the token was sampled from (masked), for tests
+    error: Exception | None = None  # this sequence failed (its constraint raised); the others go on
 
 
 def available_memory() -> int:
@@ -153,7 +154,10 @@ class BatchedModelSource:
         for (seq, n), row in zip(work, logits, strict=True):
             self.scheduler.commit(seq, n)
             if row is not None:
-                outputs.append(self._sample(seq, row))
+                try:
+                    outputs.append(self._sample(seq, row))
+                except Exception as e:  # one sequence's constraint must not fail the batch
+                    outputs.append(StepOutput(seq.key, None, True, error=e))
         return outputs
 
     @torch.inference_mode()

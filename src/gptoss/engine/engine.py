@@ -350,6 +350,9 @@ class Engine:
         assert isinstance(gen, Generation)
         if gen.cancelled:
             return  # retired before the next step
+        if out.error is not None:
+            self._retire(source, gen, Finish.ERROR, out.error)
+            return
         if out.event is not None:
             gen.stats.cached_tokens = source.cached_tokens(gen)
             gen._emit(out.event)
