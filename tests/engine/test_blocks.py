@@ -98,6 +98,17 @@ def test_without_keep_or_key_a_released_block_is_freed() -> None:
     assert pool.lookup(SLIDING, b"k") is None and pool.free == [b]
 
 
+def test_a_block_kept_by_one_holder_survives_another_that_lets_it_go() -> None:
+    pool = BlockPool(2)
+    b = pool.allocate(SLIDING)
+    assert b is not None
+    pool.register(b, b"checkpoint")
+    pool.acquire(b)  # a second sequence borrows it
+    pool.release(b, keep=True)  # the owner keeps it as its checkpoint
+    pool.release(b, keep=False)  # the borrower's band moved on
+    assert pool.lookup(SLIDING, b"checkpoint") == b and b in pool.cached
+
+
 def test_releasing_twice_is_an_error() -> None:
     pool = BlockPool(1)
     b = pool.allocate(FULL)

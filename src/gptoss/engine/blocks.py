@@ -35,6 +35,7 @@ class Block:
     ref: int = 0  # sequences holding it
     key: bytes | None = None  # set while it is in the prefix table
     group: str = FULL
+    keep: bool = False  # some holder wanted it cached: it stays cached when the last one lets go
 
 
 class BlockPool:
@@ -67,7 +68,7 @@ class BlockPool:
         if not self.free:
             return None
         b = self.free.pop()
-        self.blocks[b].ref, self.blocks[b].group = 1, group
+        self.blocks[b].ref, self.blocks[b].group, self.blocks[b].keep = 1, group, False
         return b
 
     def lookup(self, group: str, key: bytes) -> int | None:
@@ -87,14 +88,17 @@ class BlockPool:
             self.table[(block.group, key)] = b
 
     def release(self, b: int, keep: bool) -> None:
-        """Drops a reference. At zero, a named block with `keep` stays cached (most recent); others are freed."""
+        """Drops a reference. At zero, a named block that any holder released with `keep` stays cached (most
+        recent); others are freed. Sticky, because a block one sequence keeps may be shared by one that does not:
+        another conversation's checkpoint must survive a borrower that has moved past it."""
         block = self.blocks[b]
         if block.ref <= 0:
             raise RuntimeError(f"block {b} released more often than acquired")
         block.ref -= 1
+        block.keep |= keep
         if block.ref:
             return
-        if keep and block.key is not None:
+        if block.keep and block.key is not None:
             self.cached[b] = None
         else:
             self._unkey(b)

@@ -120,6 +120,7 @@ class CompletionRun:
                 "prompt_tokens": usage.prompt_tokens,
                 "completion_tokens": usage.output_tokens,
                 "total_tokens": usage.total,
+                "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
             }
         return out
 
