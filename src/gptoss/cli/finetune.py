@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -80,13 +81,17 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     the_job = job(args)
     if args.quiet:
-        summary = run_job(the_job, None, lambda s: console.print(s, markup=False))
+        summary = run_job(the_job, None, notice)
     else:
         with ProgressBar(console) as bar:
-            summary = run_job(the_job, bar.update, lambda s: console.print(s, markup=False))
-    console.print(f"saved to {args.out}", markup=False)
+            summary = run_job(the_job, bar.update, notice)
+    notice(f"saved to {args.out}")
     print(json.dumps(summary))
     return 0
+
+
+def notice(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)  # not through rich: file:line references stay on one line
 
 
 class ProgressBar:
