@@ -18,11 +18,11 @@ from tests.engine.scripted import ScriptedSource
 
 SEARCH = (
     "<|channel|>analysis<|message|>Let me search.<|end|>"
-    '<|start|>assistant to=browser.search<|channel|>analysis<|message|>{"query": "kiwi bird"}<|call|>'
+    '<|start|>assistant to=browser.search<|channel|>analysis<|message|>{"query":"kiwi bird"}<|call|>'
 )
 CODE = "<|channel|>analysis to=python<|message|>x = 6 * 7\nprint(x)<|call|>"
 FINAL = "<|channel|>final<|message|>Kiwis are birds.<|return|>"
-OPEN = '<|channel|>analysis to=browser.open<|message|>{"id": 0}<|call|>'
+OPEN = '<|channel|>analysis to=browser.open<|message|>{"id":0}<|call|>'
 CITED = "<|channel|>final<|message|>Kiwis cannot fly【1†L2-L2】.<|return|>"
 
 
@@ -71,7 +71,7 @@ def test_browser_call_runs_in_the_chat_loop(tmp_path: Path) -> None:
     assert second.endswith("<|start|>assistant")
     kinds = [type(item) for item in chat.items]
     assert kinds == [Text, Reasoning, BuiltinCall, BuiltinOutput, Text]
-    assert chat.items[2] == BuiltinCall("browser.search", '{"query": "kiwi bird"}', "analysis")
+    assert chat.items[2] == BuiltinCall("browser.search", '{"query":"kiwi bird"}', "analysis")
     assert "→ browser.search" not in text  # shown once, when it runs
 
 

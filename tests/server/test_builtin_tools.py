@@ -25,9 +25,9 @@ class EchoPython(PythonTool):
 
 SEARCH = (
     "<|channel|>analysis<|message|>Let me search.<|end|>"
-    '<|start|>assistant to=browser.search<|channel|>analysis<|message|>{"query": "kiwi bird"}<|call|>'
+    '<|start|>assistant to=browser.search<|channel|>analysis<|message|>{"query":"kiwi bird"}<|call|>'
 )
-OPEN = '<|channel|>analysis to=browser.open<|message|>{"id": 0}<|call|>'
+OPEN = '<|channel|>analysis to=browser.open<|message|>{"id":0}<|call|>'
 CITED = "<|channel|>final<|message|>Kiwis lay very large eggs【1†L3-L3】.<|return|>"
 CODE = (
     "<|channel|>analysis<|message|>Compute it.<|end|>"
@@ -184,7 +184,7 @@ def test_functions_python_fallback_is_run_by_the_builtin(srv: Running) -> None:
 
 
 def test_a_user_function_named_python_is_not_taken_over(srv: Running) -> None:
-    call = '<|channel|>commentary to=functions.python <|constrain|>json<|message|>{"x": 1}<|call|>'
+    call = '<|channel|>commentary to=functions.python <|constrain|>json<|message|>{"x":1}<|call|>'
     srv.source.queue(tokens(call))
     fn = {"type": "function", "name": "python", "parameters": {"type": "object"}}
     response = post(srv, tools=[{"type": "code_interpreter"}, fn])
@@ -298,7 +298,7 @@ def test_openai_sdk_reads_tool_loop_responses(srv: Running) -> None:
 
 
 def test_a_failed_open_names_no_url_and_the_model_reads_the_error(srv: Running) -> None:
-    bad_open = '<|channel|>analysis to=browser.open<|message|>{"id": 99}<|call|>'
+    bad_open = '<|channel|>analysis to=browser.open<|message|>{"id":99}<|call|>'
     srv.source.queue(tokens(SEARCH), tokens(bad_open), tokens(ANSWER42))
     response = post(srv, tools=[{"type": "web_search"}])
     assert response["status"] == "completed"

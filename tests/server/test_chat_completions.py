@@ -124,7 +124,12 @@ def test_reasoning_effort_system_and_developer_messages(srv: Running) -> None:
 def test_response_format_is_rendered_into_the_prompt(srv: Running) -> None:
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
     fmt = {"type": "json_schema", "json_schema": {"name": "count", "schema": schema}}
-    srv.client().chat.completions.create(model=MODEL, messages=USER, response_format=fmt)  # type: ignore[arg-type]
+    srv.source.queue(tokens('<|channel|>final<|message|>{"n":3}<|return|>'))
+    r = srv.client().chat.completions.create(model=MODEL, messages=USER, response_format=fmt)  # type: ignore[arg-type]
+    assert r.choices[0].message.content == '{"n":3}'
+    srv.source.queue(tokens("<|channel|>final<|message|>Hello there<|return|>"))  # not JSON: the constraint refuses
+    with pytest.raises(openai.InternalServerError, match="not allowed by the constraint"):
+        srv.client().chat.completions.create(model=MODEL, messages=USER, response_format=fmt)  # type: ignore[arg-type]
     assert (
         '# Response Formats\n\n## count\n\n{"type":"object","properties":{"n":{"type":"integer"}}}' in srv.last_prompt()
     )
@@ -170,16 +175,21 @@ def test_logprobs_cover_the_content_tokens(srv: Running) -> None:
     assert all(len(e.top_logprobs) == 2 and e.bytes == list(e.token.encode()) for e in entries)
 
 
-def test_tool_choice_required_forces_a_call(srv: Running) -> None:
-    srv.source.queue(tokens('get_weather <|constrain|>json<|message|>{"city":"Oslo"}<|call|>'))
+def test_tool_choice_required_constrains_to_a_call(srv: Running) -> None:
+    srv.source.queue(
+        tokens('<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"city":"Oslo"}<|call|>')
+    )
     r = srv.client().chat.completions.create(model=MODEL, messages=USER, tools=[TOOL], tool_choice="required")  # type: ignore[arg-type, list-item]
-    assert srv.last_prompt().endswith("<|start|>assistant<|channel|>commentary to=functions.")
+    assert srv.last_prompt().endswith("<|start|>assistant")
+    assert srv.source.constraints[-1] is not None
     assert r.choices[0].message.tool_calls[0].function.arguments == '{"city":"Oslo"}'  # type: ignore[index, union-attr]
 
 
 def test_named_tool_choice_and_none(srv: Running) -> None:
     client = srv.client()
-    srv.source.queue(tokens('{"city":"Rome"}<|call|>'))
+    srv.source.queue(
+        tokens('<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"city":"Rome"}<|call|>')
+    )
     choice = {"type": "function", "function": {"name": "get_weather"}}
     r = client.chat.completions.create(model=MODEL, messages=USER, tools=[TOOL], tool_choice=choice)  # type: ignore[arg-type, list-item]
     assert r.choices[0].message.tool_calls[0].function.name == "get_weather"  # type: ignore[index, union-attr]

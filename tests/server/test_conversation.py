@@ -1,4 +1,4 @@
-"""The conversion layer alone: prompt rules, forced headers, checks, and the incremental output parser."""
+"""The conversion layer alone: prompt rules, turn rules, checks, and the incremental output parser."""
 
 from __future__ import annotations
 
@@ -57,16 +57,18 @@ def test_tools_and_tool_choice_none(encoding: HarmonyEncoding) -> None:
     assert "get_weather" not in render(encoding, tools=(WEATHER,), tool_choice=ToolChoice("none"))
 
 
-def test_forced_headers_are_the_models_own_call_header(encoding: HarmonyEncoding) -> None:
+def test_structure_goes_to_turn_rules_not_into_the_prompt(encoding: HarmonyEncoding) -> None:
     spec = PromptSpec(items=(Text("user", "hi"),), tools=(WEATHER,), tool_choice=ToolChoice("function", "get_weather"))
     prompt = conv.render_prompt(spec, encoding)
-    header = "<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>"
-    assert encoding.decode(prompt.forced) == header
-    assert prompt.tokens[-len(prompt.forced) :] == prompt.forced
-    assert prompt.forced == tokens(header)
-    required = conv.render_prompt(PromptSpec(items=(), tools=(WEATHER,), tool_choice=ToolChoice("required")), encoding)
-    assert encoding.decode(required.forced) == "<|channel|>commentary to=functions."
-    assert conv.render_prompt(PromptSpec(items=()), encoding).forced == []
+    assert encoding.decode(prompt.tokens).endswith("<|start|>user<|message|>hi<|end|><|start|>assistant")
+    rules = prompt.rules
+    assert rules.constrained and [c.recipient for c in rules.callable] == ["functions.get_weather"]
+    assert rules.choice == "function" and not rules.final_allowed
+    free = conv.render_prompt(PromptSpec(items=()), encoding).rules
+    assert not free.constrained  # no tools, no format: nothing to enforce
+    fmt = conv.ResponseFormat("r", {"type": "object"}, strict=True)
+    rules = conv.render_prompt(PromptSpec(items=(), tools=(WEATHER,), response_format=fmt), encoding).rules
+    assert rules.final_schema == {"type": "object"} and rules.final_strict and rules.final_allowed
 
 
 @pytest.mark.parametrize(
@@ -173,14 +175,6 @@ def test_function_call_items_strip_the_namespace_and_check_the_name(encoding: Ha
     assert [(p.kind, p.detail) for p in other.problems] == [
         ("undeclared_tool", "the model called 'browser.search', which is not in tools")
     ]
-
-
-def test_forced_header_primes_the_parser(encoding: HarmonyEncoding) -> None:
-    forced = tokens("<|channel|>commentary to=functions.f <|constrain|>json<|message|>")
-    parser = OutputParser(encoding, forced, declared=["f"])
-    events = feed_all(parser, '{"a":1}<|call|>')
-    assert isinstance(events[0], ItemStarted) and events[0].item.kind is ItemKind.FUNCTION_CALL
-    assert parser.items[0].text == '{"a":1}' and parser.items[0].tokens == len(tokens('{"a":1}<|call|>'))
 
 
 def test_truncation_marks_the_open_item(encoding: HarmonyEncoding) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gptoss.engine import TokenEvent
-from gptoss.sampling import SamplingParams
+from gptoss.sampling import SamplingParams, TokenConstraint
 from tests.engine.scripted import ScriptedSource
 from tests.server.conftest import MODEL, Running, serve, tokens
 
@@ -22,13 +22,18 @@ class SlowPrefill(ScriptedSource):
     """Ten seconds of prefill steps (no tokens) before the script: only a disconnect watcher can stop it early."""
 
     def _replay(
-        self, script: list[int], params: SamplingParams, budget: int, top_logprobs: int | None
+        self,
+        script: list[int],
+        params: SamplingParams,
+        budget: int,
+        top_logprobs: int | None,
+        constraint: TokenConstraint | None,
     ) -> Iterator[TokenEvent | None]:
         for _ in range(2000):
             time.sleep(0.005)
             self.steps += 1
             yield None
-        yield from super()._replay(script, params, budget, top_logprobs)
+        yield from super()._replay(script, params, budget, top_logprobs, constraint)
 
 
 @pytest.fixture(scope="module")

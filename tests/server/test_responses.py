@@ -172,26 +172,34 @@ def test_tool_choice_none_removes_tools_from_the_prompt(srv: Running) -> None:
     assert "get_weather" not in srv.last_prompt()
 
 
-def test_named_tool_choice_forces_the_call_header(srv: Running) -> None:
-    srv.source.queue(tokens('{"city":"Rome"}<|call|>'))
+def test_named_tool_choice_constrains_the_call(srv: Running) -> None:
+    srv.source.queue(tokens('{"city":"Rome"}<|call|>'))  # not a call header: the constraint rejects it
+    choice = {"type": "function", "name": "get_weather"}
+    failed = srv.client().responses.create(model=MODEL, input="hi", tools=[WEATHER], tool_choice=choice)  # type: ignore[list-item, arg-type]
+    assert failed.status == "failed" and failed.output == []
+    call_tokens = '<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"city":"Rome"}<|call|>'
+    srv.source.queue(tokens(call_tokens))
     r = srv.client().responses.create(
         model=MODEL,
         input="hi",
         tools=[WEATHER],  # type: ignore[list-item]
         tool_choice={"type": "function", "name": "get_weather"},
     )
-    assert srv.last_prompt().endswith(
-        "<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>"
-    )
+    assert srv.last_prompt().endswith("<|start|>assistant")  # nothing forced into the prompt or the content
     (call,) = r.output
     assert (call.type, call.name, call.arguments) == ("function_call", "get_weather", '{"city":"Rome"}')  # type: ignore[union-attr]
-    assert r.usage is not None and r.usage.output_tokens == len(tokens('{"city":"Rome"}<|call|>'))
+    assert r.usage is not None and r.usage.output_tokens == len(tokens(call_tokens))
 
 
-def test_required_tool_choice_forces_a_call_and_lets_the_model_name_it(srv: Running) -> None:
-    srv.source.queue(tokens('get_weather <|constrain|>json<|message|>{"city":"Oslo"}<|call|>'))
+def test_required_tool_choice_constrains_to_a_call_and_lets_the_model_name_it(srv: Running) -> None:
+    srv.source.queue(tokens("<|channel|>final<|message|>no call<|return|>"))  # an answer is not allowed
+    failed = srv.client().responses.create(model=MODEL, input="hi", tools=[WEATHER], tool_choice="required")  # type: ignore[list-item]
+    assert failed.status == "failed" and failed.output == []
+    srv.source.queue(
+        tokens('<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"city":"Oslo"}<|call|>')
+    )
     r = srv.client().responses.create(model=MODEL, input="hi", tools=[WEATHER], tool_choice="required")  # type: ignore[list-item]
-    assert srv.last_prompt().endswith("<|start|>assistant<|channel|>commentary to=functions.")
+    assert srv.last_prompt().endswith("<|start|>assistant")
     (call,) = r.output
     assert (call.name, call.arguments) == ("get_weather", '{"city":"Oslo"}')  # type: ignore[union-attr]
     assert r.status == "completed"

@@ -36,6 +36,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reasoning-effort", choices=EFFORTS, default="low")
     p.add_argument("--developer-message", default=None, help="instructions for the model (the developer message)")
     p.add_argument("--functions", type=Path, default=None, help="JSON file: a list of function tools you will answer")
+    p.add_argument(
+        "--schema",
+        type=Path,
+        default=None,
+        metavar="FILE.json",
+        help="JSON Schema every answer must match (the final message is constrained to it)",
+    )
+    p.add_argument(
+        "--max-reasoning-tokens",
+        type=int,
+        default=None,
+        metavar="N",
+        help="free reasoning before a constrained answer must start (default: half of --max-tokens, at most 2048)",
+    )
     p.add_argument("--raw", action="store_true", help="show the harmony tokens instead of formatted output")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--max-tokens", type=int, default=None, help="per model turn (default: the rest of the context)")
@@ -77,6 +91,8 @@ class ChatOptions:
     max_tokens: int | None = None
     seed: int | None = None
     builtin: BuiltinTools | None = None  # built-in tools run in the loop (None: none)
+    schema: dict[str, Any] | None = None  # --schema: the final answer's JSON Schema
+    max_reasoning_tokens: int | None = None
 
 
 SHOWN_RESULT = 300  # characters of a tool's result shown in the chat
@@ -259,21 +275,26 @@ class ChatSession:
 
         o = self.options
         builtin = tuple(o.builtin.namespaces()) if o.builtin is not None else ()
+        fmt = conv.ResponseFormat("schema", o.schema, strict=True) if o.schema is not None else None
         return PromptSpec(
-            tuple(self.items), o.developer, o.tools, effort=EFFORT_VALUES[o.effort], date=today(), builtin=builtin
-        )
+            tuple(self.items), o.developer, o.tools, effort=EFFORT_VALUES[o.effort], date=today(), builtin=builtin,
+            response_format=fmt, format_param="--schema",
+        )  # fmt: skip
 
     def generate(self) -> list[conv.OutputItem]:
         from gptoss.sampling import SamplingParams
         from gptoss.server.builtin import declared_names
+        from gptoss.server.config import ServerConfig
         from gptoss.server.conversation import OutputParser, render_prompt
+        from gptoss.server.generation import constraint, reasoning_budget
 
         prompt = render_prompt(self.spec(), self.encoding)
         stops = frozenset(self.encoding.stop_tokens_for_assistant_actions())
         o = self.options
         params = SamplingParams(temperature=o.temperature, seed=o.seed, max_tokens=o.max_tokens, stop_tokens=stops)
-        steps = self.source.generate(prompt.tokens, params)
-        parser = OutputParser(self.encoding, prompt.forced, [t.name for t in o.tools] + declared_names(o.builtin))
+        budget = reasoning_budget(o.max_reasoning_tokens, o.max_tokens, ServerConfig.max_reasoning_tokens)
+        steps = self.source.generate(prompt.tokens, params, None, constraint(prompt.rules, budget))
+        parser = OutputParser(self.encoding, [t.name for t in o.tools] + declared_names(o.builtin))
         tokens = (e.token for e in steps if e is not None)
         if o.raw:
             self.show_raw(prompt.tokens, tokens, parser)
@@ -309,6 +330,24 @@ class ChatSession:
         self.console.print()
 
 
+def read_schema(path: Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    try:
+        schema = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"--schema {path}: cannot read a JSON file: {e}") from None
+    if not isinstance(schema, dict):
+        raise UserError(f"--schema {path}: expected a JSON Schema object, got {type(schema).__name__}")
+    from gptoss.harmony.constraint import SchemaError, check_schema
+
+    try:
+        check_schema(schema, True, "--schema")
+    except SchemaError as e:
+        raise UserError(f"--schema {path}: {e}") from None
+    return schema
+
+
 def today() -> str:
     from gptoss.server.config import utc_today
 
@@ -320,6 +359,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise UserError(f"--context must be positive, got {args.context}")
     if args.max_tokens is not None and args.max_tokens <= 0:
         raise UserError(f"--max-tokens must be positive, got {args.max_tokens}")
+    if args.max_reasoning_tokens is not None and args.max_reasoning_tokens < 0:
+        raise UserError(f"--max-reasoning-tokens must be >= 0, got {args.max_reasoning_tokens}")
     if not 0 <= args.temperature <= 2:
         raise UserError(f"--temperature must be in 0..2, got {args.temperature}")
     if args.browser is not None and not args.browser.is_dir():
@@ -355,6 +396,7 @@ def run(args: argparse.Namespace) -> int:
     options = ChatOptions(
         args.reasoning_effort, args.developer_message, functions, args.raw,
         args.temperature, args.max_tokens, args.seed, builtin_tools(args, functions),
+        read_schema(args.schema), args.max_reasoning_tokens,
     )  # fmt: skip
     console = Console()
     path = resolve_checkpoint(args.model, Console(stderr=True))

@@ -24,11 +24,13 @@ from gptoss.server.generation import (
     cancelled_error,
     check_fits,
     check_model,
+    constraint,
     context_length,
     harmony,
     new_id,
     now,
     output_events,
+    reasoning_budget,
     sampling,
     stop_list,
     stop_tokens,
@@ -78,7 +80,8 @@ def assistant_items(m: AssistantMessage) -> list[conv.Item]:
 
 def chat_spec(req: ChatCompletionRequest, state: ServerState) -> conv.PromptSpec:
     tools = tuple(
-        conv.FunctionTool(t.function.name, t.function.description or "", t.function.parameters) for t in req.tools or []
+        conv.FunctionTool(f.name, f.description or "", f.parameters, bool(f.strict))
+        for f in (t.function for t in req.tools or [])
     )
     choice = req.tool_choice
     if isinstance(choice, ChatNamedToolChoice):
@@ -93,13 +96,16 @@ def chat_spec(req: ChatCompletionRequest, state: ServerState) -> conv.PromptSpec
         response_format=chat_response_format(req),
         date=state.config.today(),
         items_param="messages",
+        tools_param="tools[{i}].function.parameters",
+        format_param="response_format.json_schema.schema",
     )
 
 
 def chat_response_format(req: ChatCompletionRequest) -> conv.ResponseFormat | None:
     fmt = req.response_format
     if isinstance(fmt, ChatJsonSchemaFormat):
-        return conv.ResponseFormat(fmt.json_schema.name, fmt.json_schema.schema_, fmt.json_schema.description)
+        spec = fmt.json_schema
+        return conv.ResponseFormat(spec.name, spec.schema_, spec.description, bool(spec.strict))
     if isinstance(fmt, JsonObjectFormat):
         return conv.ResponseFormat("json_object", {"type": "object"}, "Respond with one JSON object.")
     return None
@@ -238,9 +244,10 @@ class ChatPrepared:
         check_fits(len(prompt.tokens), max_tokens, context_length(state.engine), param)
         top = top_logprobs_of(req)
         params = sampling(req.temperature, req.top_p, req.seed, max_tokens, stop_tokens())
-        self.parser = OutputParser(harmony(), prompt.forced, [t.name for t in spec.tools])
+        budget = reasoning_budget(req.max_reasoning_tokens, max_tokens, state.config.max_reasoning_tokens)
+        self.parser = OutputParser(harmony(), [t.name for t in spec.tools])
         self.run = ChatRun(stop_list(req.stop), top is not None)
-        self.generation = submit(state.engine, prompt.tokens, params, top)
+        self.generation = submit(state.engine, prompt.tokens, params, top, constraint(prompt.rules, budget))
         self.id, self.created, self.model = new_id("chatcmpl"), now(), state.config.model_name
         self.req, self.state = req, state
         self.gone = False

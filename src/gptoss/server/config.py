@@ -39,6 +39,8 @@ class ServerConfig:
     python: Callable[[], PythonTool] | None = None
     python_unavailable: str | None = None  # why the python sandbox cannot run here (requests for it get 400)
     max_tool_rounds: int = 16  # built-in tool calls one response may make before it ends incomplete
+    # free reasoning a constrained (structured) turn may spend before the grammar closes it; see reasoning_budget
+    max_reasoning_tokens: int = 2048
 
     def __post_init__(self) -> None:
         if self.default_effort not in EFFORTS:
@@ -47,5 +49,7 @@ class ServerConfig:
             )
         if self.max_tool_rounds < 0:
             raise ValueError("max_tool_rounds must be >= 0")
+        if self.max_reasoning_tokens < 0:
+            raise ValueError("max_reasoning_tokens must be >= 0")
         if self.store_max_bytes <= 0 or self.max_body_bytes <= 0 or self.keepalive_seconds <= 0:
             raise ValueError("store_max_bytes, max_body_bytes and keepalive_seconds must be positive")

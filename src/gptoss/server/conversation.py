@@ -10,8 +10,8 @@ Prompt rules (gpt-oss reference server + harmony format):
 - Reasoning from completed turns (before the last `final` answer) is dropped and reasoning in the turn still in
   progress (a tool loop) is kept. openai-harmony's own drop rule keeps stale reasoning of every turn but the first
   (vLLM #45048), so we drop here and render with its auto-drop off.
-- `tool_choice: required` / a named function: the prompt ends with the forced header
-  `<|channel|>commentary to=functions.[NAME <|constrain|>json<|message|>]`, so the model can only call.
+- What must be structured (a response format, tool_choice, the declared tools' argument schemas) is not put in the
+  prompt: `turn_rules` states it, and the generation is constrained to it token by token (harmony.constraint).
 
 Output: each harmony message becomes one item: `analysis` -> reasoning, a recipient -> function call, anything
 else -> message. Whatever the lenient parser had to repair is reported as a `Problem` (with any text that could not
@@ -45,6 +45,8 @@ from gptoss.harmony import (
     ToolDescription,
     ToolNamespaceConfig,
 )
+from gptoss.harmony.constraint import SchemaError, check_schema
+from gptoss.harmony.grammar import ToolCallRule, TurnRules
 
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 FUNCTIONS = "functions."
@@ -114,6 +116,7 @@ class FunctionTool:
     name: str
     description: str = ""
     parameters: dict[str, Any] | None = None
+    strict: bool = False  # True: a schema keyword the engine cannot enforce is a 400 (else it is ignored)
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,7 @@ class ResponseFormat:
     name: str
     schema: dict[str, Any]
     description: str | None = None
+    strict: bool = False
 
 
 @dataclass(frozen=True)
@@ -140,20 +144,62 @@ class PromptSpec:
     date: str | None = None  # YYYY-MM-DD
     items_param: str = "input"  # the request field the items came from, for error messages
     builtin: tuple[ToolNamespaceConfig, ...] = ()  # built-in tool sections (browser, python) for the system message
+    tools_param: str = "tools[{i}].parameters"  # the request fields of the schemas, for error messages
+    format_param: str = "response_format"
 
 
 @dataclass(frozen=True)
 class Prompt:
-    tokens: list[int]  # everything the model sees, forced header included
-    forced: list[int]  # the forced header at the end (the output parser is primed with it)
+    tokens: list[int]  # everything the model sees; it ends with `<|start|>assistant`
+    rules: TurnRules  # what the assistant turn must look like (`rules.constrained`: a grammar enforces it)
 
 
 def render_prompt(spec: PromptSpec, encoding: HarmonyEncoding) -> Prompt:
     check_tools(spec)
-    conversation = build_conversation(spec)
+    conversation = build_conversation(spec)  # harmony's own schema checks first: their messages are the plainest
+    check_schemas(spec)
     tokens = encoding.render_conversation_for_completion(conversation, Role.ASSISTANT, NO_AUTO_DROP)
-    forced = forced_header(spec.tool_choice, encoding)
-    return Prompt(tokens + forced, forced)
+    return Prompt(tokens, turn_rules(spec))
+
+
+def check_schemas(spec: PromptSpec) -> None:
+    """400 for an invalid schema, or a strict one using a keyword the grammar engine cannot enforce."""
+    try:
+        for i, tool in enumerate(spec.tools):
+            if tool.parameters is not None:
+                check_schema(tool.parameters, tool.strict, spec.tools_param.format(i=i))
+        if spec.response_format is not None:
+            check_schema(spec.response_format.schema, spec.response_format.strict, spec.format_param)
+    except SchemaError as e:
+        raise ConversionError(str(e), e.param) from None
+
+
+def turn_rules(spec: PromptSpec) -> TurnRules:
+    """The request's structure as grammar rules: function calls with their argument schemas, the built-in tools'
+    calls, tool_choice, and the final message's JSON Schema."""
+    calls = [
+        ToolCallRule(FUNCTIONS + t.name, t.parameters if t.parameters is not None else {"type": "object"}, t.strict)
+        for t in spec.tools
+    ]
+    # built-in tools, also under `functions.` (gpt-oss's habit, which the tool loop routes to the built-in) unless
+    # a user function has that name
+    user = {t.name for t in spec.tools}
+    for namespace in spec.builtin:
+        targets: list[tuple[str, dict[str, Any] | None]] = []
+        if not namespace.tools:  # python: the code is free text
+            targets.append((namespace.name, None))
+        targets += [(f"{namespace.name}.{tool.name}", tool.parameters) for tool in namespace.tools]
+        for name, schema in targets:
+            aliases = [name] + ([FUNCTIONS + name] if name not in user else [])
+            calls += [ToolCallRule(alias, schema, strict=False, builtin=True) for alias in aliases]
+    fmt = spec.response_format
+    return TurnRules(
+        calls=tuple(calls),
+        choice=spec.tool_choice.mode,
+        function=spec.tool_choice.name,
+        final_schema=fmt.schema if fmt is not None else None,
+        final_strict=fmt.strict if fmt is not None else True,
+    )
 
 
 def check_tools(spec: PromptSpec) -> None:
@@ -236,24 +282,26 @@ def developer_message(spec: PromptSpec, instructions: str | None) -> list[Messag
     if instructions is not None:
         content = content.with_instructions(instructions)
     if tools:
-        content = content.with_function_tools([tool_description(t, i) for i, t in enumerate(tools)])
+        content = content.with_function_tools(
+            [tool_description(t, spec.tools_param.format(i=i)) for i, t in enumerate(tools)]
+        )
     if spec.response_format is not None:
-        content = add_response_format(content, spec.response_format)
+        content = add_response_format(content, spec.response_format, spec.format_param)
     return [Message.from_role_and_content(Role.DEVELOPER, content)]
 
 
-def tool_description(tool: FunctionTool, index: int) -> ToolDescription:
+def tool_description(tool: FunctionTool, param: str) -> ToolDescription:
     try:
         return ToolDescription.new(tool.name, tool.description, tool.parameters)
     except HarmonyError as e:
-        raise ConversionError(f"invalid JSON Schema: {e}", f"tools[{index}].parameters") from None
+        raise ConversionError(f"invalid JSON Schema: {e}", param) from None
 
 
-def add_response_format(content: DeveloperContent, fmt: ResponseFormat) -> DeveloperContent:
+def add_response_format(content: DeveloperContent, fmt: ResponseFormat, param: str) -> DeveloperContent:
     try:
         return content.with_response_format(fmt.name, fmt.schema, fmt.description)
     except HarmonyError as e:
-        raise ConversionError(f"invalid JSON Schema: {e}", "response_format") from None
+        raise ConversionError(f"invalid JSON Schema: {e}", param) from None
 
 
 def to_message(item: Item, names: dict[str, str]) -> Message:
@@ -274,22 +322,6 @@ def to_message(item: Item, names: dict[str, str]) -> Message:
         return tool.with_channel(item.channel).with_recipient("assistant")
     author = Author.new(Role.TOOL, FUNCTIONS + names[item.call_id])
     return Message.from_author_and_content(author, item.output).with_channel("commentary").with_recipient("assistant")
-
-
-def forced_header(choice: ToolChoice, encoding: HarmonyEncoding) -> list[int]:
-    if choice.mode not in ("required", "function"):
-        return []
-
-    def text(piece: str) -> list[int]:  # `disallowed_special=()`: no special-token scan (names are validated)
-        return encoding.encode(piece, disallowed_special=())
-
-    def special(name: str) -> list[int]:
-        return encoding.encode(name, allowed_special="all")
-
-    if choice.mode == "required":  # the model picks the name
-        return special("<|channel|>") + text("commentary to=functions.")
-    header = special("<|channel|>") + text(f"commentary to=functions.{choice.name}") + text(" ")
-    return header + special("<|constrain|>") + text("json") + special("<|message|>")
 
 
 # ---- output side ----
@@ -368,10 +400,9 @@ class _Cursor:
 
 @dataclass
 class OutputParser:
-    """Feed generated tokens; get output events. Primed with the prompt's forced header, if any."""
+    """Feed generated tokens; get output events."""
 
     encoding: HarmonyEncoding
-    forced: Sequence[int] = ()
     declared: Collection[str] = ()  # function names the request offered
     items: list[OutputItem] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
@@ -379,9 +410,6 @@ class OutputParser:
     def __post_init__(self) -> None:
         self._parser = StreamableParser(self.encoding, Role.ASSISTANT, strict=False)
         self._cursor = _Cursor()
-        for token in self.forced:
-            self._parser.process(token)
-        self._cursor.repairs_seen = len(self._parser.repairs)
 
     @property
     def reasoning_tokens(self) -> int:

@@ -8,9 +8,12 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+from gptoss.config import ModelConfig
 from gptoss.engine import Engine, EngineNotReadyError, Generation, QueueFullError
 from gptoss.errors import InputError
 from gptoss.harmony import HarmonyEncoding, HarmonyEncodingName, load_harmony_encoding
+from gptoss.harmony.constraint import SchemaError, TurnConstraint, turn_grammar
+from gptoss.harmony.grammar import TurnRules
 from gptoss.sampling import SamplingParams
 from gptoss.server.conversation import OutputEvent, OutputParser
 from gptoss.server.errors import ApiError, bad_request
@@ -81,11 +84,37 @@ def context_length(engine: Engine) -> int:
         raise not_ready(e) from None
 
 
+REASONING_SHARE = 2  # with a client's output limit, free reasoning gets at most 1/REASONING_SHARE of it
+VOCAB = ModelConfig().vocab_size  # every gpt-oss model's vocabulary: the length of the logits a mask covers
+
+
+def reasoning_budget(requested: int | None, max_tokens: int | None, server_max: int) -> int:
+    """Free reasoning tokens a constrained turn may spend before it must write the structured part: the request's
+    own `max_reasoning_tokens`, else the server's limit, capped at half the output budget when one is set."""
+    if requested is not None:
+        return requested
+    return server_max if max_tokens is None else min(server_max, max_tokens // REASONING_SHARE)
+
+
+def constraint(rules: TurnRules, budget: int) -> TurnConstraint | None:
+    """The token-level constraint that enforces the turn's rules; None when nothing needs enforcing."""
+    if not rules.constrained:
+        return None
+    try:
+        return TurnConstraint(turn_grammar(harmony(), rules), VOCAB, budget)
+    except SchemaError as e:
+        raise bad_request(str(e), e.param) from None
+
+
 def submit(
-    engine: Engine, tokens: Sequence[int], params: SamplingParams, top_logprobs: int | None = None
+    engine: Engine,
+    tokens: Sequence[int],
+    params: SamplingParams,
+    top_logprobs: int | None = None,
+    constraint: TurnConstraint | None = None,
 ) -> Generation:
     try:
-        return track(engine.submit(tokens, params, top_logprobs))  # cancelled when its request ends
+        return track(engine.submit(tokens, params, top_logprobs, constraint))  # cancelled when its request ends
     except EngineNotReadyError as e:
         raise not_ready(e) from None
     except QueueFullError as e:

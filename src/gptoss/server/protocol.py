@@ -182,6 +182,7 @@ class ChatCompletionRequest(Request):
     seed: Seed = None
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    max_reasoning_tokens: int | None = Field(None, ge=0)  # gptoss extension: the free-reasoning budget
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
     temperature: Temperature = None
@@ -355,6 +356,7 @@ class ResponsesRequest(Request):
     reasoning: ReasoningOptions | None = None
     text: TextOptions | None = None
     max_output_tokens: int | None = Field(None, ge=1)
+    max_reasoning_tokens: int | None = Field(None, ge=0)  # gptoss extension: the free-reasoning budget
     temperature: Temperature = None
     top_p: TopP = None
     store: bool | None = None

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 
 from gptoss.engine import Finish, Generation
 from gptoss.harmony import Conversation, ReasoningEffort, Role
+from gptoss.harmony.constraint import TurnConstraint
 from gptoss.sampling import SamplingParams
 from gptoss.server import conversation as conv
 from gptoss.server.builtin import builtin_kind, call_message, declared_names, requested_tools
@@ -26,10 +27,12 @@ from gptoss.server.errors import ApiError, bad_request
 from gptoss.server.generation import (
     check_fits,
     check_model,
+    constraint,
     context_length,
     harmony,
     new_id,
     now,
+    reasoning_budget,
     sampling,
     stop_tokens,
     submit,
@@ -94,7 +97,7 @@ def tool_choice(req: ResponsesRequest) -> conv.ToolChoice:
 def response_format(req: ResponsesRequest) -> conv.ResponseFormat | None:
     fmt = req.text.format if req.text is not None else None
     if isinstance(fmt, ResponsesJsonSchemaFormat):
-        return conv.ResponseFormat(fmt.name, fmt.schema_, fmt.description)
+        return conv.ResponseFormat(fmt.name, fmt.schema_, fmt.description, bool(fmt.strict))
     if isinstance(fmt, JsonObjectFormat):
         return conv.ResponseFormat("json_object", {"type": "object"}, "Respond with one JSON object.")
     return None
@@ -113,7 +116,10 @@ def prompt_spec(
     builtin: BuiltinTools | None = None,
 ) -> conv.PromptSpec:
     functions = [t for t in req.tools or [] if isinstance(t, FunctionToolSpec)]
-    tools = tuple(conv.FunctionTool(t.name, t.description or "", t.parameters) for t in functions)
+    # Responses function tools are strict unless the request says otherwise (OpenAI's default)
+    tools = tuple(
+        conv.FunctionTool(t.name, t.description or "", t.parameters, t.strict is not False) for t in functions
+    )
     return conv.PromptSpec(
         items=tuple(items),
         instructions=instructions,
@@ -123,6 +129,7 @@ def prompt_spec(
         response_format=response_format(req),
         date=state.config.today(),
         items_param="input",
+        format_param="text.format.schema",
         builtin=tuple(builtin.namespaces()) if builtin is not None else (),
     )
 
@@ -525,10 +532,10 @@ class Prepared:
             self.context = context_length(state.engine)
             check_fits(len(prompt.tokens), req.max_output_tokens, self.context, "max_output_tokens")
             self.declared = [t.name for t in spec.tools] + declared_names(self.tools)
-            self.prompt, self.forced = prompt.tokens, prompt.forced
-            self.parsers = [OutputParser(harmony(), prompt.forced, self.declared)]
+            self.prompt, self.rules = prompt.tokens, prompt.rules
+            self.parsers = [OutputParser(harmony(), self.declared)]
             self.run = ResponseRun(response_skeleton(req, new_id("resp"), self.instructions, state), self.tools)
-            self.generation = submit(state.engine, prompt.tokens, self.params(0))
+            self.generation = submit(state.engine, prompt.tokens, self.params(0), constraint=self.constraint(0))
         except BaseException:
             self.close_tools_later()
             raise
@@ -537,8 +544,19 @@ class Prepared:
         self.stopped: dict[str, Any] | None = None  # why the tool loop ended the response early
 
     def params(self, used: int) -> SamplingParams:
-        budget = self.req.max_output_tokens - used if self.req.max_output_tokens is not None else None
-        return sampling(self.req.temperature, self.req.top_p, None, budget, stop_tokens())
+        return sampling(self.req.temperature, self.req.top_p, None, self.output_left(used), stop_tokens())
+
+    def output_left(self, used: int) -> int | None:
+        return self.req.max_output_tokens - used if self.req.max_output_tokens is not None else None
+
+    def constraint(self, used: int) -> TurnConstraint | None:
+        """The grammar of this generation. tool_choice `required` / named binds the first generation only: after
+        a built-in call ran, the model is free to answer (or call again)."""
+        rules = self.rules if used == 0 else replace(self.rules, choice="auto", function=None)
+        budget = reasoning_budget(
+            self.req.max_reasoning_tokens, self.output_left(used), self.state.config.max_reasoning_tokens
+        )
+        return constraint(rules, budget)
 
     def close_tools_later(self) -> None:
         if self.tools is not None:
@@ -638,11 +656,13 @@ class Prepared:
             }
             return False
         try:
-            self.generation = submit(self.state.engine, self.prompt, self.params(used))
+            self.generation = submit(
+                self.state.engine, self.prompt, self.params(used), constraint=self.constraint(used)
+            )
         except ApiError as e:
             self.stopped = {"code": e.code or "server_error", "message": f"could not continue after a tool call: {e}"}
             return False
-        self.parsers.append(OutputParser(harmony(), (), self.declared))
+        self.parsers.append(OutputParser(harmony(), self.declared))
         return True
 
     def conclude(self) -> dict[str, Any]:
