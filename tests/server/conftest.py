@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from gptoss.engine import Engine
+from gptoss.engine import Engine, TokenSource
 from gptoss.harmony import HarmonyEncoding
 from gptoss.server import ServerConfig, create_app
 from gptoss.server.edge import DrainingServer, HttpLimits, uvicorn_config
@@ -44,7 +44,7 @@ ANSWER = (
 @dataclass
 class Running:
     url: str
-    source: ScriptedSource
+    source: Any  # a ScriptedSource, except in the tests that serve the tiny random model
     engine: Engine
     server: DrainingServer
     thread: threading.Thread
@@ -68,7 +68,7 @@ class Running:
 
 def serve(
     store: Path,
-    source: ScriptedSource | None = None,
+    source: TokenSource | None = None,
     api_key: str | None = None,
     max_queue: int = 8,
     ready: bool = True,
@@ -132,3 +132,16 @@ def srv(shared: Running) -> Running:
     shared.source.default = tokens(ANSWER)
     shared.source.delay = 0.0
     return shared
+
+
+@pytest.fixture(scope="session")
+def model_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """A server over the tiny random checkpoint: its output is noise, so whatever structure it has is enforced."""
+    from gptoss.engine import ModelSource
+    from gptoss.engine.loader import ensure_tiny_random
+    from gptoss.runtime import load
+
+    path, _ = ensure_tiny_random(tmp_path_factory.getbasetemp() / "xdg-data-home" / "gptoss" / "tiny-random")
+    running = serve(tmp_path_factory.mktemp("model-srv") / "s.db", ModelSource(load(path)), max_queue=16)
+    yield running
+    running.stop()

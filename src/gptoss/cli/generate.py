@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from gptoss.cli.__main__ import UserError
+
+if TYPE_CHECKING:
+    from gptoss.harmony.constraint import TurnConstraint
 
 HELP = "generate token ids from a prompt of token ids"
 DTYPES = {"bf16": "bfloat16", "fp32": "float32", "fp16": "float16"}
@@ -30,22 +35,57 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stop", default="", help="stop token ids, comma-separated")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
     p.add_argument("--context", type=int, default=None, help="context limit in tokens (default: the model's)")
+    p.add_argument(
+        "--schema",
+        type=Path,
+        default=None,
+        metavar="FILE.json",
+        help="constrain the output to a harmony assistant turn whose final message matches this JSON "
+        "Schema (the prompt should end with <|start|>assistant); stops at <|return|>",
+    )
+    p.add_argument(
+        "--max-reasoning-tokens",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --schema: free reasoning before the final message (default: half of --max-tokens)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
     import gptoss
+    from gptoss.cli.chat import read_schema
+    from gptoss.sampling import SamplingParams
 
     prompt = parse_ids(args.tokens, "--tokens")
     stop = parse_ids(args.stop, "--stop")
+    schema = read_schema(args.schema)
+    if args.max_reasoning_tokens is not None and args.max_reasoning_tokens < 0:
+        raise UserError(f"--max-reasoning-tokens must be >= 0, got {args.max_reasoning_tokens}")
     model = gptoss.load(args.model, dtype=getattr(torch, DTYPES[args.dtype]), context_length=args.context)
-    stream = model.generate(
-        prompt, max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-        min_p=args.min_p, seed=args.seed, stop_tokens=stop,
-    )  # fmt: skip
+    constraint = None if schema is None else schema_constraint(schema, args.max_tokens, args.max_reasoning_tokens)
+    if constraint is not None:
+        stop = [*stop, *constraint.grammar.encoding.stop_tokens_for_assistant_actions()]
+    params = SamplingParams(
+        args.temperature, args.top_p, args.top_k, args.min_p, args.seed, args.max_tokens, frozenset(stop)
+    )
+    stream = model.generate_with(prompt, params, constraint)
     for i, token in enumerate(stream):
         print(("," if i else "") + str(token), end="", flush=True)
     print()
     sys.stdout.flush()
     return 0
+
+
+def schema_constraint(schema: dict[str, Any], max_tokens: int, max_reasoning: int | None) -> TurnConstraint:
+    from gptoss.config import ModelConfig
+    from gptoss.harmony.constraint import TurnConstraint, turn_grammar
+    from gptoss.harmony.grammar import TurnRules
+    from gptoss.server.config import ServerConfig
+    from gptoss.server.generation import harmony, reasoning_budget
+
+    budget = reasoning_budget(max_reasoning, max_tokens, ServerConfig.max_reasoning_tokens)
+    rules = TurnRules(final_schema=schema)
+    return TurnConstraint(turn_grammar(harmony(), rules), ModelConfig().vocab_size, budget)
