@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gptoss.harmony import HarmonyEncoding
-from gptoss.harmony.constraint import SchemaError, TurnConstraint, check_schema, turn_grammar
+from gptoss.harmony.constraint import SchemaError, TurnConstraint, check_schema, turn_grammar, utf8_missing
 from gptoss.harmony.grammar import ToolCallRule, TurnRules, Variant, lark
 
 V = 201088
@@ -153,3 +153,27 @@ def test_lenient_schemas_are_enforced_where_they_can_be(enc: HarmonyEncoding) ->
     assert accepts(enc, rules, "<|channel|>final<|message|>[1,1]<|return|>")
     assert not accepts(enc, rules, "<|channel|>final<|message|>[7]<|return|>")
     assert json.loads("[1,1]") == [1, 1]
+
+
+def test_utf8_missing() -> None:
+    assert utf8_missing(b"abc") == 0 and utf8_missing(b"") == 0
+    assert utf8_missing("é".encode()[:1]) == 1 and utf8_missing("é".encode()) == 0
+    assert utf8_missing("✓".encode()[:1]) == 2 and utf8_missing("✓".encode()[:2]) == 1
+    assert utf8_missing("😀".encode()[:1]) == 3 and utf8_missing(b"x" + "😀".encode()) == 0
+
+
+def test_budget_cut_inside_a_character_completes_it_first(enc: HarmonyEncoding) -> None:
+    lead, cont = (
+        enc.tokenizer.encode_single_token(b"\xe2"),
+        enc.tokenizer.encode_single_token(b"\x9c"),
+    )  # two of the bytes of ✓
+    c = TurnConstraint(turn_grammar(enc, TurnRules(final_schema=POINT)), V, reasoning_budget=2)
+    for t in [*tokens(enc, "<|channel|>analysis<|message|>"), tokens(enc, "a")[0], lead]:
+        c.advance(t)
+    assert c.reasoning_tokens == 2 and not c.closed
+    allowed = c.mask()
+    assert bool(allowed[cont]) and not bool(allowed[tokens(enc, "<|end|>")[0]]) and not bool(allowed[lead])
+    c.advance(cont)
+    assert not c.closed  # one byte still missing
+    c.advance(enc.tokenizer.encode_single_token(b"\x93"))
+    assert c.closed and c.mask().nonzero().flatten().tolist() == tokens(enc, "<|end|>")

@@ -127,7 +127,9 @@ def test_unsupported_keyword_in_a_strict_schema_is_a_400(model_srv: Running) -> 
     with pytest.raises(openai.BadRequestError, match="'not' in strict mode") as e:
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], tools=[tool])  # type: ignore[list-item]
     assert e.value.body["param"] == "tools[0].function.parameters"  # type: ignore[index]
-    with pytest.raises(openai.BadRequestError, match="invalid JSON Schema at type"):
+    with pytest.raises(
+        openai.BadRequestError, match="invalid JSON Schema: response format 'out'.type: unknown type 'strng'"
+    ):
         bad = {"type": "json_schema", "name": "out", "schema": {"type": "strng"}}
         client.responses.create(model=MODEL, input="x", text={"format": bad})  # type: ignore[typeddict-item]
     with pytest.raises(openai.BadRequestError, match="max_reasoning_tokens"):

@@ -3,7 +3,8 @@
 The engine asks `mask()` before each token and calls `advance(token)` right after choosing it; `advance` starts
 the next mask on a worker thread (llguidance drops the GIL), so it is computed while the forward pass of that token
 runs. Reasoning is free but budgeted: once the free messages (analysis, preambles) have used `reasoning_budget`
-tokens, the grammar switches to its CLOSING variant, which ends the open message and allows only the ending.
+tokens, the grammar switches to its CLOSING variant, which ends the open message and allows only the ending (after
+at most three more tokens when the budget ran out inside a UTF-8 character: they complete it).
 """
 
 from __future__ import annotations
@@ -96,6 +97,32 @@ def turn_grammar(encoding: HarmonyEncoding, rules: TurnRules) -> TurnGrammar:
     return grammar
 
 
+@functools.cache
+def continuation_tokens(encoding: HarmonyEncoding, vocab_size: int) -> torch.Tensor:
+    """(4, V) bool: row k marks the tokens made of 1..k UTF-8 continuation bytes (0x80-0xBF) and nothing else."""
+    rows = torch.zeros(4, vocab_size, dtype=torch.bool)
+    for token in range(min(vocab_size, encoding.tokenizer.n_vocab)):
+        try:
+            data = encoding.tokenizer.decode_single_token_bytes(token)
+        except KeyError:  # an id between the ranks and the special tokens
+            continue
+        if 0 < len(data) <= 3 and all(0x80 <= b <= 0xBF for b in data):
+            rows[len(data) :, token] = True
+    return rows
+
+
+def utf8_missing(tail: bytes) -> int:
+    """How many bytes the last character of `tail` still lacks (0 when it ends on a character boundary)."""
+    for back in range(1, min(4, len(tail)) + 1):
+        b = tail[-back]
+        if b < 0x80:
+            return 0
+        if b >= 0xC0:  # a lead byte: its length from the high bits
+            length = 2 if b < 0xE0 else 3 if b < 0xF0 else 4
+            return max(0, length - back)
+    return 0
+
+
 class _Header:
     """Follows the harmony structure of the output to tell free message content (what the budget counts)."""
 
@@ -106,17 +133,20 @@ class _Header:
         self.encoding = encoding
         self.header: list[int] | None = None  # tokens since <|channel|>, until <|message|>
         self.free = False  # inside an analysis message or a preamble
+        self.tail = b""  # the last bytes of the free message's text (to close it on a character boundary)
 
     def push(self, token: int) -> None:
         if token == self.channel:
             self.header, self.free = [], False
         elif token == self.message and self.header is not None:
             self.free = self.encoding.decode(self.header).strip() in ("analysis", "commentary")
-            self.header = None
+            self.header, self.tail = None, b""
         elif token in self.closers:
             self.free = False
         elif self.header is not None:
             self.header.append(token)
+        elif self.free:
+            self.tail = (self.tail + self.encoding.tokenizer.decode_single_token_bytes(token))[-4:]
 
 
 _SPECIALS = ("channel", "message", "end", "call", "return")
@@ -133,13 +163,17 @@ class TurnConstraint:
         self.budget = reasoning_budget
         self.reasoning_tokens = 0
         self.closed = reasoning_budget == 0  # no more free messages may start
+        self._finish_char = 0  # bytes still missing from the character the budget cut
         self._matcher = grammar.matcher(Variant.DIRECT if self.closed else Variant.FULL)
         self._header = _Header(grammar.encoding)
         self._bits = llguidance.torch.allocate_token_bitmask(1, tokenizer(grammar.encoding).vocab_size)
         self._next: Future[torch.Tensor] = _masks.submit(self._compute)
 
     def mask(self) -> torch.Tensor:
-        return self._next.result()
+        mask = self._next.result()
+        if self._finish_char:  # the budget ran out inside a character: only its missing bytes may come
+            return mask & continuation_tokens(self.grammar.encoding, self.vocab_size)[self._finish_char]
+        return mask
 
     def advance(self, token: int) -> None:
         self._next.result()  # the matcher is not shared with a running mask computation
@@ -150,8 +184,12 @@ class TurnConstraint:
             self.reasoning_tokens += 1
         if not self._matcher.consume_token(token):
             raise RuntimeError(f"constrained decoding: token {token} rejected: {self._matcher.get_error()}")
-        if header.free and self.budget is not None and self.reasoning_tokens >= self.budget and not self.closed:
-            self._matcher, self.closed = self.grammar.matcher(Variant.CLOSING), True
+        spent = self.budget is not None and self.reasoning_tokens >= self.budget
+        self._finish_char = 0
+        if header.free and spent and not self.closed:
+            self._finish_char = utf8_missing(header.tail)
+            if not self._finish_char:
+                self._matcher, self.closed = self.grammar.matcher(Variant.CLOSING), True
         self._next = _masks.submit(self._compute)
 
     @property
