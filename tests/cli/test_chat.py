@@ -162,3 +162,49 @@ def test_chat_on_the_tiny_random_checkpoint(
     captured = capsys.readouterr()
     assert "No --model given: using a tiny RANDOM checkpoint" in " ".join(captured.err.split())
     assert ">>> " in captured.out
+
+
+POINT = {
+    "type": "object",
+    "properties": {"n": {"type": "integer", "minimum": 1, "maximum": 5}},
+    "required": ["n"],
+    "additionalProperties": False,
+}
+
+
+def test_schema_constrains_every_answer() -> None:
+    chat, source, out = session('<|channel|>final<|message|>{"n":2}<|return|>', answers=["go"], schema=POINT)
+    chat.loop()
+    assert '{"n":2}' in out.getvalue() and source.constraints[-1] is not None
+    free, _, _ = session(ANSWER, answers=["go"], schema=POINT)  # not JSON: the constraint refuses the script
+    with pytest.raises(RuntimeError, match="not allowed by the constraint"):
+        free.loop()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("not json", "cannot read a JSON file"),
+        ("[1]", "expected a JSON Schema object, got list"),
+        ('{"type": "strng"}', "invalid JSON Schema"),
+        ('{"not": {}}', "keyword(s) 'not' in strict mode"),
+    ],
+)
+def test_schema_file_errors(tmp_path: Path, content: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "s.json"
+    f.write_text(content)
+    assert main(["chat", "--schema", str(f)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_chat_schema_on_the_tiny_random_checkpoint(
+    tiny_random_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "s.json").write_text(json.dumps(POINT))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tiny_random_home))
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello\n"))
+    argv = ["chat", "--schema", str(tmp_path / "s.json"), "--max-tokens", "60", "--max-reasoning-tokens", "4"]
+    assert main([*argv, "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    start = out.index("{")
+    assert json.loads(out[start : out.index("}", start) + 1])["n"] in range(1, 6)

@@ -235,6 +235,7 @@ def test_a_signal_during_a_generation_drains_and_exits_0(
         (["--store-max-mb", "0"], "--store-max-mb must be positive, got 0"),
         (["--model", "/nonexistent/ckpt"], "/nonexistent/ckpt: no such directory"),
         (["--max-tool-rounds", "-1"], "--max-tool-rounds must be >= 0, got -1"),
+        (["--max-reasoning-tokens", "-1"], "--max-reasoning-tokens must be >= 0, got -1"),
         (["--browser-web"], "--browser-web needs --browser-dir (the search index)"),
         (["--browser-dir", "/nonexistent/docs"], "--browser-dir /nonexistent/docs: no such directory"),
         (["--max-running", "0"], "--max-running must be >= 1, got 0"),

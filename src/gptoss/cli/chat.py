@@ -270,12 +270,12 @@ class ChatSession:
         return f"call_{self.calls_made}"
 
     def spec(self) -> conv.PromptSpec:
-        from gptoss.server.conversation import PromptSpec
+        from gptoss.server.conversation import PromptSpec, ResponseFormat
         from gptoss.server.responses import EFFORTS as EFFORT_VALUES
 
         o = self.options
         builtin = tuple(o.builtin.namespaces()) if o.builtin is not None else ()
-        fmt = conv.ResponseFormat("schema", o.schema, strict=True) if o.schema is not None else None
+        fmt = ResponseFormat("schema", o.schema, strict=True) if o.schema is not None else None
         return PromptSpec(
             tuple(self.items), o.developer, o.tools, effort=EFFORT_VALUES[o.effort], date=today(), builtin=builtin,
             response_format=fmt, format_param="--schema",

@@ -66,6 +66,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        help="KV cache pool size (default: a quarter of the free memory, at most what --max-running "
                        "full-context sequences need)")  # fmt: skip
     batch.add_argument("--no-prefix-cache", action="store_true", help="never reuse KV blocks across requests")
+    p.add_argument("--max-reasoning-tokens", type=int, default=2048, metavar="N",
+                   help="free reasoning a structured (constrained) turn may spend before its JSON or call must start; "
+                   "capped at half of a request's output limit (default 2048)")  # fmt: skip
     tools = p.add_argument_group("built-in tools (Responses `web_search` / `code_interpreter`)")
     tools.add_argument("--browser-dir", type=Path, default=None, metavar="DIR",
                        help="offer the browser over an offline index of DIR's .html/.md/.txt/.rst files")  # fmt: skip
@@ -84,6 +87,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         (args.context is None or args.context > 0, f"--context must be positive, got {args.context}"),
         (args.store_max_mb > 0, f"--store-max-mb must be positive, got {args.store_max_mb}"),
         (args.max_tool_rounds >= 0, f"--max-tool-rounds must be >= 0, got {args.max_tool_rounds}"),
+        (args.max_reasoning_tokens >= 0, f"--max-reasoning-tokens must be >= 0, got {args.max_reasoning_tokens}"),
         (args.max_running >= 1, f"--max-running must be >= 1, got {args.max_running}"),
         (args.max_step_tokens >= 1, f"--max-step-tokens must be >= 1, got {args.max_step_tokens}"),
         (args.kv_cache_gb is None or args.kv_cache_gb > 0, f"--kv-cache-gb must be positive, got {args.kv_cache_gb}"),
@@ -198,6 +202,7 @@ def server_config(args: argparse.Namespace, path: Path) -> ServerConfig:
         python=python,
         python_unavailable=python_unavailable,
         max_tool_rounds=args.max_tool_rounds,
+        max_reasoning_tokens=args.max_reasoning_tokens,
     )
 
 
