@@ -273,6 +273,10 @@ def serve_on(sock: socket.socket, args: argparse.Namespace) -> int:
             server.should_exit = True
             return
         assert source is not None
+        from gptoss.harmony.constraint import tokenizer
+        from gptoss.server.generation import harmony
+
+        tokenizer(harmony())  # the grammar engine's vocabulary (~1 s), built now rather than in the first request
         engine.attach(source)
         log.info(
             "model %r ready, context %d tokens, store %s", config.model_name, engine.context_length, config.store_path
