@@ -146,9 +146,10 @@ def test_schema_errors_name_the_problem(schema: object, strict: bool, message: s
     assert e.value.param == "text.format.schema"
 
 
-def test_lenient_schemas_are_enforced_where_they_can_be(enc: HarmonyEncoding) -> None:
+def test_lenient_schemas_are_enforced_where_they_can_be(enc: HarmonyEncoding, caplog: pytest.LogCaptureFixture) -> None:
     schema = {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 3}, "uniqueItems": True}
-    check_schema(schema, False, "p")  # not strict: uniqueItems is ignored, the rest enforced
+    check_schema(schema, False, "p")  # not strict: uniqueItems is ignored (and logged), the rest enforced
+    assert 'p: not enforced (the schema is not strict): Unimplemented keys: ["uniqueItems"]' in caplog.text
     rules = TurnRules(final_schema=schema, final_strict=False)
     assert accepts(enc, rules, "<|channel|>final<|message|>[1,1]<|return|>")
     assert not accepts(enc, rules, "<|channel|>final<|message|>[7]<|return|>")

@@ -10,6 +10,7 @@ at most three more tokens when the budget ran out inside a UTF-8 character: they
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import torch
 from gptoss.harmony.encoding import HarmonyEncoding
 from gptoss.harmony.grammar import TurnRules, Variant, json_options, lark
 
+log = logging.getLogger("gptoss.constraint")
 _masks = ThreadPoolExecutor(max_workers=2, thread_name_prefix="gptoss-mask")
 UNIMPLEMENTED = re.compile(r"Unimplemented keys: \[(.*)\]")
 
@@ -57,6 +59,8 @@ def check_schema(schema: Any, strict: bool, param: str) -> None:
     grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, overrides=json_options(strict))
     failed, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar)
     if not failed:
+        for message in messages:  # not strict: what cannot be enforced is ignored, and said so
+            log.warning("%s: not enforced (the schema is not strict): %s", param, message)
         return
     unsupported = UNIMPLEMENTED.search(messages[0])
     if unsupported is not None:
