@@ -37,12 +37,14 @@ def expert_mlp(
     return h @ w2.T + m.mlp2_bias[e].float()
 
 
-def _factors(pair: Pair | None, e: int, num_experts: int) -> Pair | None:
-    if pair is None:
-        return None
-    a, b = pair
+def expert_factors(a: torch.Tensor, b: torch.Tensor, e: int, num_experts: int) -> Pair:
+    """Expert e's (A_e (r, in), B_e (out, r)) from PEFT's stacked layouts (views)."""
     r = a.shape[0] // num_experts
     return a.view(num_experts, r, a.shape[1])[e], b.view(b.shape[0], r, num_experts)[:, :, e]
+
+
+def _factors(pair: Pair | None, e: int, num_experts: int) -> Pair | None:
+    return None if pair is None else expert_factors(pair[0], pair[1], e, num_experts)
 
 
 def _delta(f: Pair | None, scaling: float) -> torch.Tensor | None:

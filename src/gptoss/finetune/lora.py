@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from gptoss.config import ModelConfig
 from gptoss.errors import InputError
-from gptoss.finetune.experts import lora_moe_experts
+from gptoss.finetune.experts import expert_factors, lora_moe_experts
 from gptoss.model import MoEWeights
 
 ATTENTION = ("q", "k", "v", "o")
@@ -122,12 +122,6 @@ class LoraAdapter(torch.nn.Module):
     def linear_delta(self, layer: int, target: str) -> torch.Tensor | None:
         ab = self.pair(layer, target)
         return None if ab is None else (ab[1] @ ab[0]) * self.cfg.scaling  # (out, in)
-
-
-def expert_factors(a: torch.Tensor, b: torch.Tensor, e: int, num_experts: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Expert e's (A_e (r, in), B_e (out, r)) from PEFT's stacked layouts."""
-    r = a.shape[0] // num_experts
-    return a.view(num_experts, r, a.shape[1])[e], b.view(b.shape[0], r, num_experts)[:, :, e]
 
 
 def expert_delta(a: torch.Tensor, b: torch.Tensor, e: int, num_experts: int, scaling: float) -> torch.Tensor:
