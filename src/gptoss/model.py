@@ -97,7 +97,7 @@ class Adapter(Protocol):
 
     def moe_experts(
         self, layer: int, x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, m: MoEWeights, limit: float
-    ) -> torch.Tensor | None: ...  # replaces ops.moe_experts when this layer's experts are adapted
+    ) -> torch.Tensor | None: ...  # when not None, used instead of ops.moe_experts
 
 
 class Transformer:

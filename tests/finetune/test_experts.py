@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
+import gptoss
 from gptoss import mxfp4
 from gptoss.finetune.experts import lora_moe_experts
-from gptoss.finetune.lora import expert_delta
+from gptoss.finetune.lora import LoraAdapter, LoraConfig, expert_delta
+from gptoss.finetune.objective import differentiable_ops, loss_sum
 from gptoss.model import MoEWeights
 from gptoss.ops import reference
+from tests.conftest import PARITY_CONFIGS
 
 
 def random_moe(E: int, H: int, I: int, g: torch.Generator) -> MoEWeights:
@@ -81,3 +86,32 @@ def test_zero_update_equals_the_reference_op() -> None:
         x, idx, w, m.mlp1_blocks, m.mlp1_scales, m.mlp1_bias, m.mlp2_blocks, m.mlp2_scales, m.mlp2_bias, 7.0
     )
     torch.testing.assert_close(got, want)
+
+
+def saved_expert_weights(model: gptoss.Model, shape: tuple[int, int]) -> int:
+    """How many tensors of an expert weight's shape the forward pass saves for the backward pass."""
+    found = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal found
+        found += tuple(t.shape) in (shape, shape[::-1])  # matmuls save w.T
+        return t
+
+    tokens = list(range(1, 40))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), differentiable_ops():
+        loss, _ = loss_sum(model.transformer, tokens, [1] * len(tokens))
+    loss.backward()
+    return found
+
+
+def test_training_keeps_no_dequantized_expert_alive(checkpoints: dict[str, Path]) -> None:
+    """With LoRA on attention only, gradients still flow through every MoE: they must not keep the routed experts'
+    dequantized weights for the backward pass (the custom function recomputes them one at a time)."""
+    cfg = PARITY_CONFIGS["mqa6"]
+    shape = (2 * cfg.intermediate_size, cfg.hidden_size)  # mlp1's, a shape no other tensor of this model has
+    model = gptoss.load(checkpoints["mqa6"], dtype=torch.float32)
+    model.transformer.w.embedding.requires_grad_()  # plain model: gradients through the reference op, as a guard
+    assert saved_expert_weights(model, shape) > 0
+    model.transformer.w.embedding.requires_grad_(False)
+    model.transformer.adapter = LoraAdapter(model.config, LoraConfig(r=2, targets=("q", "o")))
+    assert saved_expert_weights(model, shape) == 0

@@ -110,7 +110,9 @@ class LoraAdapter(torch.nn.Module):
         self, layer: int, x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, m: MoEWeights, limit: float
     ) -> torch.Tensor | None:
         up, down = self.pair(layer, "gate_up"), self.pair(layer, "down")
-        if up is None and down is None:
+        # Unadapted experts still go through the custom function when gradients flow through them: autograd over
+        # ops.moe_experts would keep every routed expert's dequantized weights alive until the backward pass.
+        if up is None and down is None and not (torch.is_grad_enabled() and x.requires_grad):
             return None
         return lora_moe_experts(x, idx, w, m, up, down, self.cfg.scaling, limit)
 
