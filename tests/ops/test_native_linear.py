@@ -1,7 +1,8 @@
 """Native dense projection (ops/native.linear + native_src/dense.c) against the plain-torch reference.
 
 Needs the extension (CI builds it): a missing build FAILS. Both kernel flavours (AVX2 and the portable scalar
-fallback), the C GEMV (<= LINEAR_MAX_TOKENS tokens) and the fp32 GEMM past it, odd sizes (K not a multiple of 16,
+fallback), the C GEMV (<= LINEAR_MAX_TOKENS tokens, in groups of that many up to LINEAR_GEMV_MAX_TOKENS) and the
+fp32 GEMM past it, odd sizes (K not a multiple of 16,
 N not a multiple of 4), with and without a bias, fp32 and bf16 activations, 1 and 2 threads.
 
 Tolerance: the twin is the fp32 product of the same (bf16-exact) values, ref = x @ w^T + b. Native accumulates in fp32
@@ -29,7 +30,7 @@ def check(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> None:
     assert (err <= bound).all(), f"max excess {(err - bound).max().item():.3g}"
 
 
-@pytest.mark.parametrize("T", [1, 2, 3, 5, 8, 9, 40])
+@pytest.mark.parametrize("T", [1, 2, 3, 5, 8, 9, 17, 32, 40])
 @pytest.mark.parametrize("K, N", [(16, 4), (33, 7), (2880, 130), (4100, 13)])
 @pytest.mark.parametrize("act", ["fp32", "bf16"])
 def test_linear_matches_reference(isa: str, T: int, K: int, N: int, act: str) -> None:
@@ -80,19 +81,19 @@ def test_mismatched_shapes_are_refused(x: torch.Tensor, w: torch.Tensor, b: torc
 
 
 def test_gemm_in_several_weight_slices(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Past LINEAR_MAX_TOKENS the weight is widened a slice of rows at a time into a reused buffer: 3 rows per slice
+    # Past LINEAR_GEMV_MAX_TOKENS the weight is widened a slice of rows at a time into a reused buffer: 3 rows per slice
     # here, so 13 rows take 5 slices (the last one short) and the buffer is reused across calls of other shapes.
     g = torch.Generator().manual_seed(4)
     for K in (40, 24):
         monkeypatch.setattr(native, "LINEAR_SLICE_VALUES", 3 * K)
-        x, w, b = torch.randn(20, K, generator=g), torch.randn(13, K, generator=g).bfloat16(), torch.randn(13)
+        x, w, b = torch.randn(40, K, generator=g), torch.randn(13, K, generator=g).bfloat16(), torch.randn(13)
         check(x, w, b)
         check(x.bfloat16(), w, None)
 
 
 def test_gemm_inside_and_outside_inference_mode() -> None:
     # The reused weight buffer must work whichever mode made it (a model run is in inference mode, tests are not).
-    x, w = torch.randn(12, 32), torch.randn(5, 32).bfloat16()
+    x, w = torch.randn(40, 32), torch.randn(5, 32).bfloat16()
     with torch.inference_mode():
         check(x, w, None)
     check(x, w, None)
