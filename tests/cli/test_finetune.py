@@ -58,3 +58,24 @@ def test_merge_with_a_bad_adapter(harmony_model: Path, tmp_path: Path, capsys: p
 def test_chat_lora_checks_the_adapter(harmony_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc, err = run(["chat", "--model", str(harmony_model), "--lora", str(tmp_path)], capsys)
     assert rc == 2 and f"{tmp_path}: no adapter_config.json (not a PEFT adapter folder)" in err
+
+
+def test_progress_bar_run_and_lora_loading(
+    harmony_model: Path, qa_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run with the progress bar, then its adapter through serve/chat's loader (what `--lora DIR` does)."""
+    import torch
+    from rich.console import Console
+
+    from gptoss.cli.serve import load_with_progress
+    from gptoss.finetune.peft_io import load_adapter
+
+    out = tmp_path / "o"
+    argv = ["finetune", "--model", str(harmony_model), "--data", str(qa_data), "--out", str(out)]
+    rc, err = run([*argv, "--max-steps", "2", "--lr", "1e-2", "--targets", "q,router"], capsys)
+    assert rc == 0 and f"saved to {out}" in err
+    model = load_with_progress(harmony_model, None, "fp32", Console(quiet=True), out)
+    adapter = model.transformer.adapter
+    assert adapter is not None and not adapter.training  # type: ignore[attr-defined]
+    reference = load_adapter(out, model.config)
+    assert all(torch.equal(p, reference.factors[k]) for k, p in adapter.factors.items())  # type: ignore[attr-defined]
