@@ -25,6 +25,7 @@ from gptoss.cli.__main__ import build_parser, main
 from gptoss.cli.serve import server_config
 from gptoss.tools import LocalIndex, WebFetcher
 from tests.engine.checkpoints import tiny_random_home as make_home
+from tests.server.wire import connect, read_until_closed, statuses
 
 RESPONSE_STATUSES = {"completed", "incomplete"}
 INCOMPLETE_REASONS = {"max_output_tokens", "invalid_output"}
@@ -200,7 +201,9 @@ def test_a_signal_during_a_generation_drains_and_exits_0(
     tiny_random_home: Path, tmp_path: Path, sig: signal.Signals
 ) -> None:
     store = tmp_path / "responses.sqlite3"
-    process = start(tiny_random_home, store, "--drain-s", "1", "--log-level", "info")
+    process = start(tiny_random_home, store, "--drain-s", "1", "--log-level", "info", "--header-timeout-s", "1")
+    data, took = read_until_closed(connect(process.url), timeout=5)  # the flag reaches the HTTP edge
+    assert statuses(data) == [408] and took < 2
     kept = process.client().responses.create(input="keep me", max_output_tokens=2, metadata={"k": "v"})
     result: list[list[dict[str, object]]] = []
     body = {"input": "go on", "max_output_tokens": 3000, "temperature": 1.0}
@@ -230,6 +233,8 @@ def test_a_signal_during_a_generation_drains_and_exits_0(
     [
         (["--port", "70000"], "--port must be in 0..65535, got 70000"),
         (["--drain-s", "-1"], "--drain-s must be >= 0, got -1"),
+        (["--header-timeout-s", "0"], "--header-timeout-s must be positive, got 0"),
+        (["--body-timeout-s", "-2.5"], "--body-timeout-s must be positive, got -2.5"),
         (["--max-queue", "-1"], "--max-queue must be >= 0, got -1"),
         (["--context", "0"], "--context must be positive, got 0"),
         (["--store-max-mb", "0"], "--store-max-mb must be positive, got 0"),

@@ -58,6 +58,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     p.add_argument("--drain-s", type=float, default=30.0, help="on SIGTERM/SIGINT, seconds in-flight requests get to "
                    "finish before they are cancelled (default 30)")  # fmt: skip
+    p.add_argument("--header-timeout-s", type=float, default=10.0,
+                   help="a request's line and headers must arrive within this (default 10)")  # fmt: skip
+    p.add_argument("--body-timeout-s", type=float, default=60.0,
+                   help="a request body must arrive within this after its headers (default 60)")  # fmt: skip
     batch = p.add_argument_group("continuous batching and the KV cache")
     batch.add_argument("--max-running", type=int, default=8, help="sequences generated together (default 8)")
     batch.add_argument("--max-step-tokens", type=int, default=256,
@@ -84,6 +88,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         (0 <= args.port <= 65535, f"--port must be in 0..65535, got {args.port}"),
         (args.max_queue >= 0, f"--max-queue must be >= 0, got {args.max_queue}"),
         (args.drain_s >= 0, f"--drain-s must be >= 0, got {args.drain_s:g}"),
+        (args.header_timeout_s > 0, f"--header-timeout-s must be positive, got {args.header_timeout_s:g}"),
+        (args.body_timeout_s > 0, f"--body-timeout-s must be positive, got {args.body_timeout_s:g}"),
         (args.context is None or args.context > 0, f"--context must be positive, got {args.context}"),
         (args.store_max_mb > 0, f"--store-max-mb must be positive, got {args.store_max_mb}"),
         (args.max_tool_rounds >= 0, f"--max-tool-rounds must be >= 0, got {args.max_tool_rounds}"),
@@ -263,7 +269,8 @@ def serve_on(sock: socket.socket, args: argparse.Namespace) -> int:
     app = create_app(engine, config)
     state = app.state.gptoss
     on_reject = state.metrics.count_rejected
-    http = uvicorn_config(app, args.host, args.port, HttpLimits(), log_level=args.log_level, on_reject=on_reject)
+    limits = HttpLimits(args.header_timeout_s, args.body_timeout_s)
+    http = uvicorn_config(app, args.host, args.port, limits, log_level=args.log_level, on_reject=on_reject)
     server = DrainingServer(http, args.drain_s, state.inflight.cancel_all)
     failure: list[BaseException] = []
 
