@@ -166,6 +166,14 @@ def test_a_resent_history_reuses_everything_before_the_answered_turn(first_serve
     assert second.usage.prompt_tokens_details.cached_tokens == first.usage.prompt_tokens // 64 * 64
 
 
+def test_a_previous_response_id_follow_up_reuses_the_conversation(first_server: tuple[Process, Path]) -> None:
+    client = first_server[0].client()
+    first = client.responses.create(input="list the planets " * 40, max_output_tokens=3)
+    follow = client.responses.create(input="and moons?", previous_response_id=first.id, max_output_tokens=3)
+    assert first.usage is not None and follow.usage is not None
+    assert follow.usage.input_tokens_details.cached_tokens >= first.usage.input_tokens // 64 * 64
+
+
 def test_stored_responses_survive_a_restart(first_server: tuple[Process, Path], tiny_random_home: Path) -> None:
     process, store = first_server
     stored = process.client().responses.create(input="remember me", max_output_tokens=4, metadata={"n": "1"})
