@@ -113,6 +113,17 @@ def test_concurrent_requests_get_the_tokens_they_get_alone(model: gptoss.Model, 
         assert src.stats.cached_tokens > 0  # the shared prefixes hit
 
 
+def test_garbage_in_never_written_blocks_does_not_leak_into_attention(model: gptoss.Model) -> None:
+    src = source(model, max_running=2)
+    src.storage.k.fill_(float("nan"))  # what an uninitialised pool may hold
+    src.storage.v.fill_(float("nan"))
+    src.add("a", list(range(1, 11)), greedy(8))  # 10 + 8 tokens: partly filled last blocks
+    src.add("b", list(range(20, 25)), greedy(8))
+    out = drain(src)
+    assert out["a"] == list(model.generate_with(list(range(1, 11)), greedy(8)))
+    assert out["b"] == list(model.generate_with(list(range(20, 25)), greedy(8)))
+
+
 def test_cold_and_warm_prompts_give_the_same_tokens(model: gptoss.Model) -> None:
     src = source(model, max_running=4, max_step_tokens=32)
     prompt = list(range(100, 150))

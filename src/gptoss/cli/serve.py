@@ -67,8 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     batch.add_argument("--max-step-tokens", type=int, default=256,
                        help="tokens per forward pass: all decode tokens, then prompt chunks (default 256)")  # fmt: skip
     batch.add_argument("--kv-cache-gb", type=float, default=None,
-                       help="KV cache pool size (default: a quarter of the free memory, at most what --max-running "
-                       "full-context sequences need)")  # fmt: skip
+                       help="KV cache pool size (default: half the available memory beside the weights, at most "
+                       "what --max-running full-context sequences need)")  # fmt: skip
     batch.add_argument("--no-prefix-cache", action="store_true", help="never reuse KV blocks across requests")
     p.add_argument("--max-reasoning-tokens", type=int, default=2048, metavar="N",
                    help="free reasoning a structured (constrained) turn may spend before its JSON or call must start; "

@@ -19,17 +19,17 @@ from gptoss.engine.paged import BatchCache, PagedStorage, Segment
 from gptoss.engine.scheduler import Scheduler, SchedulerStats, Seq
 from gptoss.engine.source import TokenEvent, token_event
 from gptoss.errors import InputError
-from gptoss.runtime import Model, output_budget
+from gptoss.runtime import Model, output_budget, per_token_tensors
 from gptoss.sampling import SamplingParams, TokenConstraint, apply_mask, make_generator, sample
 
-DEFAULT_KV_FRACTION = 0.25  # of the memory available at start, when no --kv-cache-gb is given
+DEFAULT_KV_FRACTION = 0.5  # of the memory available beside the weights, when no --kv-cache-gb is given
 
 
 @dataclass(frozen=True)
 class BatchConfig:
     max_running: int = 8
     max_step_tokens: int = 256  # tokens per forward pass: decode tokens first, then prompt chunks
-    kv_cache_bytes: int | None = None  # None: DEFAULT_KV_FRACTION of the available memory, at most what fits
+    kv_cache_bytes: int | None = None  # None: default_kv_bytes(), at most what max_running full contexts need
     block_size: int = 64
     prefix_cache: bool = True
 
@@ -63,7 +63,22 @@ class StepOutput:
 
 
 def available_memory() -> int:
+    """MemAvailable (free memory plus what the kernel can reclaim), or the free pages where /proc has none."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def default_kv_bytes(model: Model) -> int:
+    """Half of the available memory once the weights are set aside. Memory-mapped weights sit in the page cache,
+    which MemAvailable counts as reclaimable: taking it for the KV cache would evict the weights."""
+    weights = sum(t.nbytes for t in per_token_tensors(model.transformer.w)) + model.transformer.w.embedding.nbytes
+    return int(max(0, available_memory() - weights) * DEFAULT_KV_FRACTION)
 
 
 class BatchedModelSource:
@@ -74,7 +89,7 @@ class BatchedModelSource:
         self.config = cfg = config or BatchConfig()
         per_block = PagedStorage.block_bytes(model.config, cfg.block_size, model.dtype)
         most = cfg.max_running * -(-model.context_length // cfg.block_size) * 2  # every sequence at full context
-        budget = cfg.kv_cache_bytes or int(available_memory() * DEFAULT_KV_FRACTION)
+        budget = cfg.kv_cache_bytes or default_kv_bytes(model)
         num_blocks = min(most, budget // per_block) if cfg.kv_cache_bytes is None else budget // per_block
         if num_blocks < 1:
             raise ValueError(f"a KV cache budget of {budget} bytes holds no block ({per_block} bytes each)")

@@ -27,15 +27,25 @@ class PagedStorage:
         self.slot_of = [self.group_of[:i].count(g) for i, g in enumerate(self.group_of)]
         per_block = max(self.group_of.count(FULL), self.group_of.count(SLIDING))
         shape = (per_block, num_blocks, block_size, cfg.num_key_value_heads, cfg.head_dim)
-        # Zeros, not empty: masked slots still enter the attention products, and 0 * NaN would poison them.
-        self.k = torch.zeros(shape, dtype=dtype)
-        self.v = torch.zeros(shape, dtype=dtype)
+        # Uninitialised, so a large pool costs no time or resident memory until used; each block is zeroed when
+        # first written (a block's unwritten slots still enter the attention products, and 0 * NaN would poison them).
+        self.k = torch.empty(shape, dtype=dtype)
+        self.v = torch.empty(shape, dtype=dtype)
+        self.zeroed = [False] * num_blocks
         self.block_size = block_size
         self.nbytes = 2 * self.k.numel() * self.k.element_size()
         self.layout = Layout(
             block_size, cfg.sliding_window if SLIDING in self.group_of else 0, FULL in self.group_of,
             SLIDING in self.group_of,
         )  # fmt: skip
+
+    def prepare(self, blocks: list[int]) -> None:
+        """Zeroes the blocks never written before (every block is written before it is read)."""
+        for b in blocks:
+            if not self.zeroed[b]:
+                self.k[:, b].zero_()
+                self.v[:, b].zero_()
+                self.zeroed[b] = True
 
     @staticmethod
     def block_bytes(cfg: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
@@ -70,10 +80,14 @@ class BatchCache:
         offsets = torch.tensor([p % bs for p in pos])
         where = {}
         if self.storage.layout.has_full:
-            where[FULL] = torch.tensor([s.blocks.full[p // bs] for p in pos]), offsets
+            where[FULL] = self._blocks([s.blocks.full[p // bs] for p in pos]), offsets
         if self.storage.layout.has_sliding:
-            where[SLIDING] = torch.tensor([s.blocks.sliding[p // bs] for p in pos]), offsets
+            where[SLIDING] = self._blocks([s.blocks.sliding[p // bs] for p in pos]), offsets
         return where
+
+    def _blocks(self, ids: list[int]) -> Tensor:
+        self.storage.prepare(sorted(set(ids)))
+        return torch.tensor(ids)
 
     def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor, positions: Tensor, core: AttentionCore) -> Tensor:
         st = self.storage
