@@ -5,7 +5,9 @@ the backward pass (the matmul saves its weight): all of them, for every layer. T
 and, in the backward pass, recomputes one expert at a time (dequantize, add s * B_e A_e, run the MLP under a local
 autograd graph, take that expert's gradients, free it), so at most one expert's dense weights exist at once.
 Gradients flow to the activations, the routing weights (hence the router) and the LoRA factors; the MXFP4 weights
-and the expert biases stay frozen. Tested against autograd on the dequantized weights (tests/finetune).
+and the expert biases stay frozen. Unadapted experts take their forward value from the inference op (the native
+kernels when built): only the backward pass needs plain torch. Tested against autograd on the dequantized weights
+(tests/finetune).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import torch
 
 from gptoss import mxfp4
+from gptoss.finetune.objective import inference_moe_experts
 from gptoss.model import MoEWeights
 from gptoss.ops.reference import swiglu
 
@@ -79,6 +82,10 @@ class LoraExperts(torch.autograd.Function):
         ctx.m, ctx.scaling, ctx.limit = m, scaling, limit
         up = None if a1 is None or b1 is None else (a1, b1)
         down = None if a2 is None or b2 is None else (a2, b2)
+        if up is None and down is None:  # frozen experts: the value is the inference op's, native kernels included
+            return inference_moe_experts(
+                x, idx, w, m.mlp1_blocks, m.mlp1_scales, m.mlp1_bias, m.mlp2_blocks, m.mlp2_scales, m.mlp2_bias, limit
+            )
         E = m.mlp1_blocks.shape[0]
         out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
         for e, tok, slot in _routes(idx):

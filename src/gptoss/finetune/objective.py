@@ -18,6 +18,9 @@ from gptoss.model import Transformer
 from gptoss.ops import reference
 
 _OPS = ("attention", "linear", "rms_norm", "rope", "moe_experts", "swiglu")
+# The backend's MoE, kept for forward-only use inside the experts' autograd function (its backward recomputes in
+# plain torch, so the fast kernel is exact to use there).
+inference_moe_experts = ops.moe_experts
 
 
 @contextmanager
