@@ -91,3 +91,21 @@ def test_mask_bad_input() -> None:
         apply_mask(LOGITS, torch.zeros(5, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"token mask of shape \(4,\) does not match logits of shape \(5,\)"):
         apply_mask(LOGITS, torch.ones(4, dtype=torch.bool))
+
+
+def test_logit_bias_moves_greedy_and_sampled_choices() -> None:
+    from gptoss.sampling import apply_bias
+
+    logits = torch.tensor([0.0, 5.0, 1.0, 2.0])
+    gen = torch.Generator().manual_seed(0)
+    assert sample(logits, SamplingParams(temperature=0), gen) == 1
+    assert sample(logits, SamplingParams(temperature=0, logit_bias=((1, -100.0),)), gen) == 3
+    assert sample(logits, SamplingParams(temperature=0, logit_bias=((0, 100.0),)), gen) == 0
+    forced = SamplingParams(temperature=1.0, logit_bias=((2, 100.0),))
+    assert {sample(logits, forced, gen) for _ in range(20)} == {2}
+    assert torch.equal(apply_bias(logits, ((9, 50.0), (3, 1.0))), torch.tensor([0.0, 5.0, 1.0, 3.0]))  # 9: no such id
+
+
+def test_logit_bias_ids_must_be_non_negative() -> None:
+    with pytest.raises(InputError, match="logit_bias token ids must be >= 0"):
+        SamplingParams(logit_bias=((-1, 1.0),))

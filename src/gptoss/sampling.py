@@ -19,6 +19,7 @@ class SamplingParams:
     seed: int | None = None
     max_tokens: int | None = None  # None = until a stop token or the context limit
     stop_tokens: frozenset[int] = field(default_factory=frozenset)
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit) before everything else
 
     def __post_init__(self) -> None:
         checks = [
@@ -30,6 +31,7 @@ class SamplingParams:
                 self.max_tokens is None or self.max_tokens >= 0,
                 f"max_tokens must be >= 0, got {self.max_tokens}",
             ),
+            (all(t >= 0 for t, _ in self.logit_bias), f"logit_bias token ids must be >= 0, got {self.logit_bias}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -55,6 +57,16 @@ def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torc
     else:
         g.manual_seed(seed)
     return g
+
+
+def apply_bias(logits: torch.Tensor, bias: tuple[tuple[int, float], ...]) -> torch.Tensor:
+    """(V,) logits plus OpenAI's logit_bias (greedy decoding sees it too; reported logprobs do not). Ids past the
+    model's vocabulary are skipped: the model cannot produce them, biased or not."""
+    inside = [(t, b) for t, b in bias if t < logits.shape[-1]]
+    if not inside:
+        return logits
+    ids = torch.tensor([t for t, _ in inside])
+    return logits.float().index_add(-1, ids, torch.tensor([b for _, b in inside], dtype=torch.float32))
 
 
 def apply_mask(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -92,7 +104,7 @@ def sample(
     logits: torch.Tensor, p: SamplingParams, generator: torch.Generator, mask: torch.Tensor | None = None
 ) -> int:
     """(V,) logits -> one token id, among the tokens `mask` allows (all when None)."""
-    logits = apply_mask(logits, mask)
+    logits = apply_mask(apply_bias(logits, p.logit_bias), mask)
     if p.temperature == 0:
         return int(torch.argmax(logits))
     probs = torch.softmax(filter_logits(logits, p), dim=-1)

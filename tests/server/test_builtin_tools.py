@@ -195,13 +195,27 @@ def test_a_user_function_named_python_is_not_taken_over(srv: Running) -> None:
 def test_tool_rounds_are_bounded(srv: Running) -> None:
     srv.source.queue(*[tokens(SEARCH)] * 5)
     response = post(srv, tools=[{"type": "web_search"}])
-    assert response["status"] == "incomplete"
-    details = response["incomplete_details"]
-    assert details["reason"] == "max_tool_calls"
-    assert "more than 3 built-in tool calls" in details["message"]
+    # OpenAI ignores calls past the limit: the response completes; gptoss says why in its extension field
+    assert response["status"] == "completed" and response["incomplete_details"] is None
+    stopped = response["gptoss"]["stopped"]
+    assert stopped["reason"] == "max_tool_calls"
+    assert "more than 3 built-in tool calls (the server's limit, --max-tool-rounds)" in stopped["message"]
     calls = [i for i in response["output"] if i["type"] == "web_search_call"]
     assert [c["status"] for c in calls] == ["completed"] * 3 + ["incomplete"]
     assert len(srv.source.prompts) == 4
+
+
+def test_max_tool_calls_bounds_one_request(srv: Running) -> None:
+    srv.source.queue(*[tokens(SEARCH)] * 5)
+    response = srv.client().responses.create(
+        model=MODEL, input="Tell me about kiwis.", tools=[{"type": "web_search"}], max_tool_calls=1
+    )
+    assert response.status == "completed"
+    calls = [i for i in response.output if i.type == "web_search_call"]
+    assert [c.status for c in calls] == ["completed", "incomplete"]
+    extension = (response.model_extra or {})["gptoss"]
+    assert "more than 1 built-in tool calls (the request's max_tool_calls)" in extension["stopped"]["message"]
+    assert len(srv.source.prompts) == 2
 
 
 def test_without_builtin_tools_the_prompt_has_no_tool_sections(srv: Running) -> None:

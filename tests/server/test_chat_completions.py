@@ -164,7 +164,11 @@ def test_length_finish(srv: Running) -> None:
     assert (r.choices[0].message.content, r.choices[0].finish_reason) == ("Hello", "length")
     cut = client.chat.completions.create(model=MODEL, messages=USER, max_tokens=12)  # type: ignore[arg-type]
     choice = cut.choices[0].model_dump()  # cut inside the final message's header: nothing to report but the length
-    assert (choice["message"]["content"], choice["finish_reason"], "problems" in choice) == (None, "length", False)
+    assert (choice["message"]["content"], choice["finish_reason"], "gptoss" in cut.model_dump()) == (
+        None,
+        "length",
+        False,
+    )
 
 
 def test_logprobs_cover_the_content_tokens(srv: Running) -> None:
@@ -197,12 +201,19 @@ def test_named_tool_choice_and_none(srv: Running) -> None:
     assert "get_weather" not in srv.last_prompt()
 
 
-def test_malformed_output_is_reported_on_the_choice(srv: Running) -> None:
+def test_malformed_output_is_reported_in_the_gptoss_extension(srv: Running) -> None:
     srv.source.queue(tokens("no header at all<|return|>"))
-    r = srv.client().chat.completions.create(model=MODEL, messages=USER)  # type: ignore[arg-type]
-    choice = r.choices[0].model_dump()
-    assert choice["message"]["content"] == "no header at all"
-    assert [p["kind"] for p in choice["problems"]] == ["missing_message"]
+    raw = srv.client().chat.completions.with_raw_response.create(model=MODEL, messages=USER)  # type: ignore[arg-type]
+    r = raw.parse()
+    assert r.choices[0].message.content == "no header at all"
+    assert r.choices[0].finish_reason == "stop"  # one of OpenAI's values; the repair is reported beside it
+    assert [p["kind"] for p in (r.model_extra or {})["gptoss"]["repairs"]] == ["missing_message"]
+    assert raw.headers["x-gptoss-repairs"] == "1"
+    srv.source.queue(tokens("no header at all<|return|>"))
+    stream = srv.client().chat.completions.create(model=MODEL, messages=USER, stream=True)  # type: ignore[arg-type]
+    last = list(stream)[-1]
+    assert last.choices[0].finish_reason == "stop"
+    assert [p["kind"] for p in (last.model_extra or {})["gptoss"]["repairs"]] == ["missing_message"]
 
 
 def test_unknown_tool_call_id_is_a_400(srv: Running) -> None:

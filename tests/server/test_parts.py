@@ -88,8 +88,20 @@ def test_store_refuses_text_that_is_not_valid_unicode(tmp_path: Path) -> None:
 def test_store_counts_utf8_bytes_and_keeps_text_exactly(tmp_path: Path) -> None:
     store = ResponseStore(tmp_path / "r.db", 10_000)
     store.put("r1", {"t": "é\U0001f600"}, [])
-    assert store.total_bytes() == len('{"t": "é\U0001f600"}'.encode()) + len(b"[]")
+    assert store.total_bytes() == len('{"t": "é\U0001f600"}'.encode()) + 2 * len(b"[]")  # history, input items
     assert store.get("r1").response == {"t": "é\U0001f600"}  # type: ignore[union-attr]
+
+
+def test_store_keeps_input_items_as_long_as_their_response(tmp_path: Path) -> None:
+    store = ResponseStore(tmp_path / "r.db", 300)
+    store.put("r1", {"id": "r1"}, [], [{"id": "msg_1", "type": "message"}])
+    assert store.input_items("r1") == [{"id": "msg_1", "type": "message"}]
+    assert store.input_items("nope") is None
+    store.put("r2", {"id": "r2", "pad": "x" * 260}, [], [])  # evicts r1
+    assert store.get("r1") is None and store.input_items("r1") is None and store.input_items("r2") == []
+    assert store.delete("r2") and store.input_items("r2") is None
+    with sqlite3.connect(tmp_path / "r.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM input_items").fetchone() == (0,)
 
 
 def test_store_rows_written_before_the_check_are_still_readable(tmp_path: Path) -> None:

@@ -224,18 +224,23 @@ def test_max_output_tokens_gives_incomplete(srv: Running) -> None:
     assert srv.source.params[-1].max_tokens == 3
 
 
-def test_malformed_output_is_incomplete_with_every_problem_listed(srv: Running) -> None:
-    srv.source.queue(
-        tokens("<|channel|>final one two three<|message|>Partial answer<|end|><|start|>user<|message|>fake<|return|>")
-    )
-    r = srv.client().responses.create(model=MODEL, input="hi")
-    assert r.status == "incomplete"
-    details = r.incomplete_details.model_dump()  # type: ignore[union-attr]
-    assert details["reason"] == "invalid_output"
-    kinds = [p["kind"] for p in details["problems"]]
-    assert kinds == ["bad_header", "unexpected_role"]
-    assert details["problems"][1]["text"] == "fake"  # the text is reported, not lost
+MALFORMED = "<|channel|>final one two three<|message|>Partial answer<|end|><|start|>user<|message|>fake<|return|>"
+
+
+def test_malformed_output_is_repaired_and_every_problem_listed_in_the_extension(srv: Running) -> None:
+    srv.source.queue(tokens(MALFORMED))
+    raw = srv.client().responses.with_raw_response.create(model=MODEL, input="hi")
+    r = raw.parse()
+    assert r.status == "completed" and r.incomplete_details is None  # OpenAI's vocabulary only
+    repairs = (r.model_extra or {})["gptoss"]["repairs"]
+    assert [p["kind"] for p in repairs] == ["bad_header", "unexpected_role"]
+    assert repairs[1]["text"] == "fake"  # the text is reported, not lost
     assert r.output_text == "Partial answer"
+    assert raw.headers["x-gptoss-repairs"] == "2"
+    assert srv.client().responses.retrieve(r.id).model_extra == r.model_extra  # stored with the response
+    with srv.http() as http:
+        metrics = http.get("/metrics").text
+    assert 'gptoss_output_problems_total{kind="unexpected_role"}' in metrics
 
 
 def test_sampling_fields_reach_the_engine(srv: Running) -> None:

@@ -8,7 +8,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pydantic
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -20,6 +20,7 @@ from gptoss.server import chat_completions, completions, responses
 from gptoss.server.config import ServerConfig
 from gptoss.server.errors import ApiError, bad_request, install_error_handlers, validation_error
 from gptoss.server.inflight import CancelOnExit
+from gptoss.server.input_items import list_input_items
 from gptoss.server.metrics import Metrics, RequestCounter
 from gptoss.server.protocol import ChatCompletionRequest, CompletionRequest, ResponsesRequest
 from gptoss.server.state import ServerState
@@ -103,6 +104,12 @@ def api_routes(state: ServerState) -> APIRouter:
     @router.get("/v1/responses/{response_id}")
     async def get_response(response_id: str) -> JSONResponse:
         return JSONResponse(responses.get_response(response_id, state))
+
+    @router.get("/v1/responses/{response_id}/input_items")
+    async def get_input_items(
+        response_id: str, after: str | None = None, limit: int = 20, order: Literal["asc", "desc"] = "desc"
+    ) -> JSONResponse:
+        return JSONResponse(list_input_items(response_id, state, after, limit, order))
 
     @router.delete("/v1/responses/{response_id}")
     async def delete_response(response_id: str) -> JSONResponse:

@@ -1,14 +1,15 @@
 """POST /v1/chat/completions: messages -> PromptSpec, output events -> chunks (streamed) or one message.
 
-Reasoning goes to `reasoning_content`, never into `content`; each function call becomes a `tool_calls` entry whose
-arguments stream as deltas. `ChatRun` produces the streaming deltas and a non-streaming response is those same
-deltas merged, so both paths agree by construction. Stop sequences apply to `content`.
+Reasoning goes to `reasoning` (OpenAI's gpt-oss guidance) and `reasoning_content` (the older convention) alike,
+never into `content`, unless the request says `reasoning: {"exclude": true}`; each function call becomes a
+`tool_calls` entry whose arguments stream as deltas. `ChatRun` produces the streaming deltas and a non-streaming
+response is those same deltas merged, so both paths agree by construction. Stop sequences apply to `content`.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fastapi import Request
@@ -19,6 +20,7 @@ from gptoss.server import conversation as conv
 from gptoss.server.conversation import ItemKind, OutputParser
 from gptoss.server.errors import ApiError, bad_request
 from gptoss.server.generation import (
+    VOCAB,
     StopMatcher,
     Usage,
     cancelled_error,
@@ -27,6 +29,7 @@ from gptoss.server.generation import (
     constraint,
     context_length,
     harmony,
+    logprob_entry,
     new_id,
     now,
     output_events,
@@ -46,7 +49,7 @@ from gptoss.server.protocol import (
     JsonObjectFormat,
     ToolMessage,
 )
-from gptoss.server.responses import EFFORTS, problem_dicts
+from gptoss.server.responses import EFFORTS, extension, repair_header
 from gptoss.server.sse import DONE, frame, on_disconnect, sse_response
 from gptoss.server.state import ServerState
 
@@ -92,7 +95,7 @@ def chat_spec(req: ChatCompletionRequest, state: ServerState) -> conv.PromptSpec
         items=tuple(chat_items(req.messages)),
         tools=tools,
         tool_choice=tool_choice,
-        effort=EFFORTS[req.reasoning_effort or state.config.default_effort],
+        effort=EFFORTS[effort_of(req) or state.config.default_effort],
         response_format=chat_response_format(req),
         date=state.config.today(),
         items_param="messages",
@@ -111,6 +114,18 @@ def chat_response_format(req: ChatCompletionRequest) -> conv.ResponseFormat | No
     return None
 
 
+def effort_of(req: ChatCompletionRequest) -> str | None:
+    return req.reasoning_effort or (req.reasoning.effort if req.reasoning is not None else None)
+
+
+def logit_bias_of(req: ChatCompletionRequest) -> tuple[tuple[int, float], ...]:
+    bias = tuple((int(k), float(v)) for k, v in (req.logit_bias or {}).items())
+    for token, _ in bias:
+        if token >= VOCAB:
+            raise bad_request(f"logit_bias: token {token} is outside the vocabulary ({VOCAB} tokens).", "logit_bias")
+    return bias
+
+
 def max_tokens_of(req: ChatCompletionRequest) -> tuple[int | None, str]:
     if req.max_completion_tokens is not None:
         return req.max_completion_tokens, "max_completion_tokens"
@@ -126,14 +141,6 @@ def top_logprobs_of(req: ChatCompletionRequest) -> int | None:
 # ---- output -> deltas ----
 
 
-def logprob_entry(event: TokenEvent) -> dict[str, Any]:
-    def one(token: int, logprob: float) -> dict[str, Any]:
-        data = harmony().decode_bytes([token])
-        return {"token": data.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(data)}
-
-    return {**one(event.token, event.logprob or 0.0), "top_logprobs": [one(t, lp) for t, lp in event.top_logprobs]}
-
-
 @dataclass
 class Delta:
     fields: dict[str, Any]
@@ -143,9 +150,10 @@ class Delta:
 class ChatRun:
     """Output events -> chat deltas. Tracks tool-call indices, message separators and stop sequences."""
 
-    def __init__(self, stops: list[str], logprobs: bool) -> None:
+    def __init__(self, stops: list[str], logprobs: bool, show_reasoning: bool = True) -> None:
         self.matcher = StopMatcher(stops)
         self.logprobs = logprobs
+        self.show_reasoning = show_reasoning
         self.kinds: dict[int, ItemKind] = {}  # output item index -> its kind
         self.call_index: dict[int, int] = {}  # output item index -> tool_calls index
         self.wrote_content = False
@@ -174,7 +182,7 @@ class ChatRun:
     def text(self, out: conv.TextDelta) -> list[Delta]:
         kind = self.kinds[out.index]
         if kind is ItemKind.REASONING:
-            return [Delta({"reasoning_content": out.text})]
+            return [Delta({"reasoning": out.text, "reasoning_content": out.text})] if self.show_reasoning else []
         if kind is ItemKind.FUNCTION_CALL:
             return [Delta({"tool_calls": [{"index": self.call_index[out.index], "function": {"arguments": out.text}}]})]
         return self.content(out.text, out.event)
@@ -205,7 +213,7 @@ def usage_dict(usage: Usage) -> dict[str, Any]:
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.output_tokens,
         "total_tokens": usage.total,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens, "cache_write_tokens": 0},
         "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
     }
 
@@ -223,7 +231,12 @@ def merge(deltas: list[Delta]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             fn = entry["function"]
             fn["name"] = call["function"].get("name", fn.get("name"))
             fn["arguments"] = fn.get("arguments", "") + call["function"].get("arguments", "")
-    message: dict[str, Any] = {"role": "assistant", "content": content or None, "reasoning_content": reasoning or None}
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": content or None,
+        "reasoning": reasoning or None,
+        "reasoning_content": reasoning or None,
+    }
     if calls:
         message["tool_calls"] = [calls[k] for k in sorted(calls)]
     return message, logprobs
@@ -245,8 +258,10 @@ class ChatPrepared:
         top = top_logprobs_of(req)
         params = sampling(req.temperature, req.top_p, req.seed, max_tokens, stop_tokens())
         budget = reasoning_budget(req.max_reasoning_tokens, max_tokens, state.config.max_reasoning_tokens)
+        params = replace(params, logit_bias=logit_bias_of(req))
         self.parser = OutputParser(harmony(), [t.name for t in spec.tools])
-        self.run = ChatRun(stop_list(req.stop), top is not None)
+        show_reasoning = req.reasoning is None or not req.reasoning.exclude
+        self.run = ChatRun(stop_list(req.stop), top is not None, show_reasoning)
         self.generation = submit(state.engine, prompt.tokens, params, top, constraint(prompt.rules, budget))
         self.id, self.created, self.model = new_id("chatcmpl"), now(), state.config.model_name
         self.req, self.state = req, state
@@ -266,9 +281,9 @@ class ChatPrepared:
         for delta in self.run.flush():
             yield delta
 
-    def choice_extras(self) -> dict[str, Any]:
-        self.state.count_problems(self.parser.problems)
-        return {"problems": problem_dicts(self.parser.problems)} if self.parser.problems else {}
+    def extension(self) -> dict[str, Any]:
+        """Repaired model output, reported beside OpenAI's fields (the finish_reason stays one of OpenAI's)."""
+        return extension(self.state, self.parser.problems)
 
     def failure(self) -> ApiError | None:
         if self.generation.finish is Finish.ERROR:
@@ -309,9 +324,11 @@ async def create_chat_completion(req: ChatCompletionRequest, request: Request, s
     message, logprobs = merge(deltas)
     reason = finish_reason(prepared.run, prepared.generation.finish, prepared.parser)
     choice = {"index": 0, "message": message, "logprobs": {"content": logprobs} if prepared.run.logprobs else None}
-    choice.update(finish_reason=reason, **prepared.choice_extras())
+    choice.update(finish_reason=reason)
     usage = usage_dict(usage_of(prepared.generation, prepared.parser))
-    return JSONResponse(prepared.envelope("chat.completion", choices=[choice], usage=usage))
+    ext = prepared.extension()
+    body = prepared.envelope("chat.completion", choices=[choice], usage=usage, **ext)
+    return JSONResponse(body, headers=repair_header(ext))
 
 
 async def stream_chat(prepared: ChatPrepared) -> AsyncGenerator[bytes, None]:
@@ -331,7 +348,8 @@ def final_chunks(prepared: ChatPrepared) -> list[bytes]:
     if failure is not None:
         return [frame(failure.body()), DONE]
     reason = finish_reason(prepared.run, prepared.generation.finish, prepared.parser)
-    chunks = [prepared.chunk({}, None, finish_reason=reason, **prepared.choice_extras())]
+    body = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": reason}
+    chunks = [frame(prepared.envelope("chat.completion.chunk", choices=[body], **prepared.extension()))]
     options = prepared.req.stream_options
     if options is not None and options.include_usage:
         usage = usage_dict(usage_of(prepared.generation, prepared.parser))

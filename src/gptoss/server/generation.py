@@ -7,9 +7,10 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from gptoss.config import ModelConfig
-from gptoss.engine import Engine, EngineNotReadyError, Generation, QueueFullError
+from gptoss.engine import Engine, EngineNotReadyError, Generation, QueueFullError, TokenEvent
 from gptoss.errors import InputError
 from gptoss.harmony import HarmonyEncoding, HarmonyEncodingName, load_harmony_encoding
 from gptoss.harmony.constraint import SchemaError, TurnConstraint, turn_grammar
@@ -104,6 +105,16 @@ def constraint(rules: TurnRules, budget: int) -> TurnConstraint | None:
         return TurnConstraint(turn_grammar(harmony(), rules), VOCAB, budget)
     except SchemaError as e:
         raise bad_request(str(e), e.param) from None
+
+
+def logprob_entry(event: TokenEvent) -> dict[str, Any]:
+    """One token's logprob and its alternatives, as both APIs report them."""
+
+    def one(token: int, logprob: float) -> dict[str, Any]:
+        data = harmony().decode_bytes([token])
+        return {"token": data.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(data)}
+
+    return {**one(event.token, event.logprob or 0.0), "top_logprobs": [one(t, lp) for t, lp in event.top_logprobs]}
 
 
 def submit(

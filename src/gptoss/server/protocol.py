@@ -73,6 +73,38 @@ TopP = Annotated[float | None, Field(gt=0, le=1)]
 
 class StreamOptions(Nested):
     include_usage: bool = False
+    include_obfuscation: bool | None = None  # accepted; nothing is obfuscated on a local server
+
+
+def check_logit_bias(value: dict[str, float] | None) -> dict[str, float] | None:
+    for key, bias in (value or {}).items():
+        if not key.isdigit():
+            raise ValueError(f"keys must be token ids (as strings), got {key!r}")
+        if not -100 <= bias <= 100:
+            raise ValueError(f"the bias of token {key} must be in [-100, 100], got {bias}")
+    return value
+
+
+def refuse(why: str) -> Callable[[Any], Any]:
+    """A field OpenAI defines that this server cannot honour: any value but null is a 400 saying why."""
+
+    def check(value: Any) -> Any:
+        if value is not None:
+            raise ValueError(why)
+        return value
+
+    return check
+
+
+def text_only(value: list[str] | None) -> list[str] | None:
+    if value is not None and any(m != "text" for m in value):
+        raise ValueError(f"only text output is supported (gpt-oss produces text), got {value}")
+    return value
+
+
+LogitBias = Annotated[dict[str, float] | None, BeforeValidator(check_logit_bias)]
+Modalities = Annotated[list[str] | None, BeforeValidator(text_only)]
+NoEffect = Any  # a documented OpenAI option that changes nothing on a local server: accepted, ignored
 
 
 # ---- shared pieces ----
@@ -170,6 +202,13 @@ ChatMessage = Annotated[
 ]
 
 
+class ChatReasoning(Nested):
+    """OpenAI's gpt-oss guidance: `reasoning: {"exclude": true}` leaves the chain of thought out of the answer."""
+
+    effort: Effort | None = None
+    exclude: bool = False
+
+
 class ChatCompletionRequest(Request):
     model: str | None = None
     messages: list[ChatMessage] = Field(min_length=1)
@@ -191,12 +230,32 @@ class ChatCompletionRequest(Request):
     stream_options: StreamOptions | None = None
     frequency_penalty: Penalty = None
     presence_penalty: Penalty = None
+    logit_bias: LogitBias = None
+    reasoning: ChatReasoning | None = None
+    modalities: Modalities = None
+    audio: Annotated[Any, BeforeValidator(refuse("audio output is not supported (gpt-oss produces text)"))] = None
+    web_search_options: Annotated[
+        Any, BeforeValidator(refuse("web search runs in /v1/responses: give a {'type': 'web_search'} tool there"))
+    ] = None
+    functions: Annotated[Any, BeforeValidator(refuse("the deprecated `functions` is not supported; use `tools`"))] = (
+        None
+    )
+    function_call: Annotated[
+        Any, BeforeValidator(refuse("the deprecated `function_call` is not supported; use `tool_choice`"))
+    ] = None
     # accepted, no effect here
     user: str | None = None
     parallel_tool_calls: bool | None = None
     store: bool | None = None
     metadata: dict[str, str] | None = None
     service_tier: str | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: str | None = None
+    prompt_cache_options: NoEffect = None
+    safety_identifier: str | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+    prediction: NoEffect = None
+    moderation: NoEffect = None
 
 
 # ---- /v1/completions ----
@@ -347,6 +406,10 @@ def check_metadata(value: dict[str, str] | None) -> dict[str, str] | None:
     return value
 
 
+class ConversationRef(Nested):
+    id: str = Field(min_length=1)
+
+
 class ResponsesRequest(Request):
     model: str | None = None
     input: str | list[InputItem] = ""
@@ -372,6 +435,20 @@ class ResponsesRequest(Request):
     service_tier: str | None = None
     prompt_cache_key: str | None = None
     safety_identifier: str | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    max_tool_calls: int | None = Field(None, ge=0)
+    stream_options: StreamOptions | None = None
+    conversation: str | ConversationRef | None = None
+    prompt: Annotated[
+        Any, BeforeValidator(refuse("stored prompt templates live on OpenAI's platform; send `input` instead"))
+    ] = None
+    prompt_cache_retention: str | None = None
+    prompt_cache_options: NoEffect = None
+    context_management: NoEffect = None
+    background_options: NoEffect = None
+    moderation: NoEffect = None
+    access_programs: NoEffect = None
+    image: NoEffect = None
 
     @field_validator("metadata")
     @classmethod

@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
-from gptoss.engine import Finish, Generation
+from gptoss.engine import Finish, Generation, TokenEvent
 from gptoss.harmony import Conversation, ReasoningEffort, Role
 from gptoss.harmony.constraint import TurnConstraint
 from gptoss.sampling import SamplingParams
@@ -30,6 +30,7 @@ from gptoss.server.generation import (
     constraint,
     context_length,
     harmony,
+    logprob_entry,
     new_id,
     now,
     reasoning_budget,
@@ -37,6 +38,7 @@ from gptoss.server.generation import (
     stop_tokens,
     submit,
 )
+from gptoss.server.input_items import listed_items
 from gptoss.server.protocol import (
     FunctionCallInput,
     FunctionCallOutputInput,
@@ -134,7 +136,27 @@ def prompt_spec(
     )
 
 
+def top_logprobs_of(req: ResponsesRequest) -> int | None:
+    """Alternatives per answer token, when `top_logprobs` or `include: ["message.output_text.logprobs"]` asks."""
+    if req.top_logprobs is not None:
+        return req.top_logprobs
+    return 0 if "message.output_text.logprobs" in (req.include or []) else None
+
+
+def conversation_id(req: ResponsesRequest) -> str | None:
+    ref = req.conversation
+    return ref if isinstance(ref, str) or ref is None else ref.id
+
+
 def previous(req: ResponsesRequest, state: ServerState) -> Stored | None:
+    """The stored response this one continues: `previous_response_id`, or the newest of its `conversation` (a
+    conversation is the chain of its stored responses; an id never seen before starts one)."""
+    conversation = conversation_id(req)
+    if conversation is not None:
+        if req.previous_response_id is not None:
+            raise bad_request("Give either previous_response_id or conversation, not both.", "conversation")
+        latest = state.store.latest_in_conversation(conversation)
+        return None if latest is None else state.store.get(latest)
     if req.previous_response_id is None:
         return None
     stored = state.store.get(req.previous_response_id)
@@ -185,42 +207,60 @@ def call_item(tool: str, item_id: str, status: str, item: OutputItem | None = No
     return {**body, "container_id": "sandbox"}
 
 
-def text_part(text: str, annotations: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
-    return {"type": "output_text", "text": text, "annotations": list(annotations), "logprobs": []}
+def text_part(
+    text: str, annotations: Sequence[dict[str, Any]] = (), logprobs: Sequence[dict[str, Any]] = ()
+) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": list(annotations), "logprobs": list(logprobs)}
 
 
-def part_of(item: OutputItem, annotations: Sequence[dict[str, Any]] = (), text: str | None = None) -> dict[str, Any]:
+def part_of(
+    item: OutputItem,
+    annotations: Sequence[dict[str, Any]] = (),
+    text: str | None = None,
+    logprobs: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
     if item.kind is ItemKind.REASONING:
         return {"type": "reasoning_text", "text": item.text}
-    return text_part(item.text if text is None else text, annotations)
+    return text_part(item.text if text is None else text, annotations, logprobs)
 
 
 def problem_dicts(problems: list[Problem]) -> list[dict[str, str]]:
     return [{"kind": p.kind, "detail": p.detail, "text": p.text} for p in problems]
 
 
+def extension(state: ServerState, problems: list[Problem], stopped: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What gptoss reports beyond OpenAI's fields, under one `gptoss` key (clients that follow OpenAI's types ignore
+    it): the repairs of malformed model output (also logged and counted in /metrics) and why the tool loop stopped."""
+    state.count_problems(problems)
+    if problems:
+        log.warning("repaired model output: %s", "; ".join(f"{p.kind}: {p.detail}" for p in problems))
+    ext: dict[str, Any] = {"repairs": problem_dicts(problems)} if problems else {}
+    if stopped is not None and "code" not in stopped:
+        ext["stopped"] = dict(stopped)
+    return {"gptoss": ext} if ext else {}
+
+
+def repair_header(ext: dict[str, Any]) -> dict[str, str]:
+    """`x-gptoss-repairs: N` on a non-streaming answer whose model output needed N repairs."""
+    repairs = ext.get("gptoss", {}).get("repairs", [])
+    return {"x-gptoss-repairs": str(len(repairs))} if repairs else {}
+
+
 def outcome(
-    generation: Generation, problems: list[Problem], stopped: dict[str, Any] | None = None
+    generation: Generation, stopped: dict[str, Any] | None = None
 ) -> tuple[str, dict[str, Any] | None, dict[str, Any] | None]:
-    """(status, incomplete_details, error). Repaired output makes a response incomplete, with the repairs listed.
-    `stopped` is why the tool loop ended the response early (incomplete details), or an error (`failed`)."""
+    """(status, incomplete_details, error), in OpenAI's vocabulary only. `stopped` is why the tool loop ended the
+    response early: out of budget (incomplete, max_output_tokens), out of tool calls (completed: OpenAI ignores
+    calls past max_tool_calls), or an error (failed)."""
     if generation.finish is Finish.ERROR:
         return "failed", None, {"code": "server_error", "message": f"generation failed: {generation.error}"}
     if stopped is not None and "code" in stopped:
         return "failed", None, stopped
-    reason = {Finish.LENGTH: "max_output_tokens", Finish.CANCELLED: "cancelled"}.get(generation.finish or Finish.STOP)
-    details: dict[str, Any] = {}
-    if reason is None and stopped is not None:
-        details.update(stopped)
-        reason = details.pop("reason")
-    if reason is None and problems:
-        reason = "invalid_output"
-    if reason is None:
-        return "completed", None, None
-    details = {"reason": reason, **details}
-    if problems:
-        details["problems"] = problem_dicts(problems)
-    return "incomplete", details, None
+    if generation.finish is Finish.CANCELLED:
+        return "cancelled", None, None
+    if generation.finish is Finish.LENGTH or (stopped is not None and stopped["reason"] == "max_output_tokens"):
+        return "incomplete", {"reason": "max_output_tokens"}, None
+    return "completed", None, None
 
 
 class ResponseRun:
@@ -230,9 +270,11 @@ class ResponseRun:
     until `tool_done` (or `abandon`). With a browser, final-answer citations are turned into links as the text
     streams, with url_citation annotations when the message is done."""
 
-    def __init__(self, response: dict[str, Any], tools: BuiltinTools | None = None) -> None:
+    def __init__(self, response: dict[str, Any], tools: BuiltinTools | None = None, logprobs: bool = False) -> None:
         self.response = response
         self.tools = tools
+        self.logprobs = logprobs  # top_logprobs was asked for: answer text carries per-token logprobs
+        self.token_logprobs: dict[int, list[dict[str, Any]]] = {}  # message index -> its tokens' logprobs
         self.sequence = 0
         self.item_ids: list[str] = []
         self.call_ids: list[str | None] = []
@@ -259,7 +301,7 @@ class ResponseRun:
         if isinstance(out, conv.ItemStarted):
             return self.started(out.index, out.item)
         if isinstance(out, conv.TextDelta):
-            return self.delta(out.index, out.text)
+            return self.delta(out.index, out.text, out.event)
         return self.done(out.index, out.item)
 
     def citing(self, index: int) -> bool:
@@ -299,7 +341,7 @@ class ResponseRun:
             )
         return events
 
-    def delta(self, index: int, text: str) -> list[dict[str, Any]]:
+    def delta(self, index: int, text: str, token: TokenEvent | None = None) -> list[dict[str, Any]]:
         body, item_id = self.response["output"][index], self.item_ids[index]
         where = {"item_id": item_id, "output_index": index}
         if body["type"] == "web_search_call":
@@ -311,11 +353,13 @@ class ResponseRun:
             return [self.event("response.function_call_arguments.delta", **where, delta=text)]
         if body["type"] == "reasoning":
             return [self.event("response.reasoning_text.delta", **where, content_index=0, delta=text)]
+        logprobs = [logprob_entry(token)] if self.logprobs and token is not None else []
+        self.token_logprobs.setdefault(index, []).extend(logprobs)
         if self.citing(index):
             text = self.cited_delta(index, text)
             if not text:
                 return []
-        return [self.event("response.output_text.delta", **where, content_index=0, delta=text, logprobs=[])]
+        return [self.event("response.output_text.delta", **where, content_index=0, delta=text, logprobs=logprobs)]
 
     def cited_delta(self, index: int, text: str) -> str:
         """The new text to stream once citations are resolved; an unfinished citation is held back."""
@@ -339,15 +383,20 @@ class ResponseRun:
         if self.citing(index):
             return self.message_done(index, item, status, where)
         body = output_item(item.kind, self.item_ids[index], self.call_ids[index], item, status)
+        logprobs = self.token_logprobs.get(index, [])
+        if item.kind is ItemKind.MESSAGE:
+            body["content"][0]["logprobs"] = logprobs
         self.response["output"][index] = body
         if item.kind is ItemKind.FUNCTION_CALL:
             events = [self.event("response.function_call_arguments.done", **where, name=item.name, arguments=item.text)]
         else:
             kind = "response.reasoning_text.done" if item.kind is ItemKind.REASONING else "response.output_text.done"
-            extra: dict[str, Any] = {} if item.kind is ItemKind.REASONING else {"logprobs": []}
+            extra: dict[str, Any] = {} if item.kind is ItemKind.REASONING else {"logprobs": logprobs}
             events = [
                 self.event(kind, **where, content_index=0, text=item.text, **extra),
-                self.event("response.content_part.done", **where, content_index=0, part=part_of(item)),
+                self.event(
+                    "response.content_part.done", **where, content_index=0, part=part_of(item, logprobs=logprobs)
+                ),
             ]
         return [*events, self.event("response.output_item.done", output_index=index, item=body)]
 
@@ -371,10 +420,12 @@ class ResponseRun:
                 )
             )
         body = output_item(item.kind, self.item_ids[index], None, item, status, annotations, text)
+        logprobs = self.token_logprobs.get(index, [])
+        body["content"][0]["logprobs"] = logprobs
         self.response["output"][index] = body
-        part = part_of(item, annotations, text)
+        part = part_of(item, annotations, text, logprobs)
         events += [
-            self.event("response.output_text.done", **where, content_index=0, text=text, logprobs=[]),
+            self.event("response.output_text.done", **where, content_index=0, text=text, logprobs=logprobs),
             self.event("response.content_part.done", **where, content_index=0, part=part),
             self.event("response.output_item.done", output_index=index, item=body),
         ]
@@ -451,11 +502,11 @@ class ResponseRun:
     def finish(
         self,
         generation: Generation,
-        problems: list[Problem],
         usage: tuple[int, int, int, int],
+        ext: dict[str, Any],
         stopped: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        status, details, error = outcome(generation, problems, stopped)
+        status, details, error = outcome(generation, stopped)
         prompt_tokens, output_tokens, reasoning_tokens, cached_tokens = usage
         self.response.update(
             status=status,
@@ -464,11 +515,12 @@ class ResponseRun:
             completed_at=now() if status == "completed" else None,
             usage={
                 "input_tokens": prompt_tokens,
-                "input_tokens_details": {"cached_tokens": cached_tokens},
+                "input_tokens_details": {"cached_tokens": cached_tokens, "cache_write_tokens": 0},
                 "output_tokens": output_tokens,
                 "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
                 "total_tokens": prompt_tokens + output_tokens,
             },
+            **ext,
         )
         kind = {"completed": "response.completed", "failed": "response.failed"}.get(status, "response.incomplete")
         return self.event(kind, response=self.response)
@@ -500,6 +552,11 @@ def response_skeleton(
         "tool_choice": choice.model_dump() if isinstance(choice, NamedFunctionChoice) else (choice or "auto"),
         "tools": [t.model_dump(exclude_none=True) for t in req.tools or []],
         "top_p": 1.0 if req.top_p is None else req.top_p,
+        "top_logprobs": req.top_logprobs,
+        "conversation": {"id": conversation_id(req)} if req.conversation is not None else None,
+        "max_tool_calls": req.max_tool_calls,
+        "prompt_cache_key": req.prompt_cache_key,
+        "safety_identifier": req.safety_identifier,
         "truncation": "disabled",
         "usage": None,
         "user": req.user,
@@ -534,14 +591,17 @@ class Prepared:
             self.declared = [t.name for t in spec.tools] + declared_names(self.tools)
             self.prompt, self.rules = prompt.tokens, prompt.rules
             self.parsers = [OutputParser(harmony(), self.declared)]
-            self.run = ResponseRun(response_skeleton(req, new_id("resp"), self.instructions, state), self.tools)
-            self.generation = submit(state.engine, prompt.tokens, self.params(0), constraint=self.constraint(0))
+            self.top = top_logprobs_of(req)
+            skeleton = response_skeleton(req, new_id("resp"), self.instructions, state)
+            self.run = ResponseRun(skeleton, self.tools, self.top is not None)
+            self.generation = submit(state.engine, prompt.tokens, self.params(0), self.top, self.constraint(0))
         except BaseException:
             self.close_tools_later()
             raise
         self.gone = False
         self.prompt_tokens = self.output_tokens = self.cached_tokens = 0  # summed over the tool loop's generations
         self.stopped: dict[str, Any] | None = None  # why the tool loop ended the response early
+        self.ext: dict[str, Any] = {}  # the `gptoss` extension field, once concluded
 
     def params(self, used: int) -> SamplingParams:
         return sampling(self.req.temperature, self.req.top_p, None, self.output_left(used), stop_tokens())
@@ -596,12 +656,11 @@ class Prepared:
                 if self.gone:
                     yield self.run.abandon(call)
                     break
-                if rounds >= self.state.config.max_tool_rounds:
-                    limit = self.state.config.max_tool_rounds
+                if rounds >= self.tool_limit():
                     self.stopped = {
                         "reason": "max_tool_calls",
-                        "message": f"the model made more than {limit} built-in tool calls (the server's limit, "
-                        "--max-tool-rounds); the last one was not run",
+                        "message": f"the model made more than {self.tool_limit()} built-in tool calls "
+                        f"({self.limit_source()}); the last one was not run",
                     }
                     yield self.run.abandon(call)
                     break
@@ -622,6 +681,16 @@ class Prepared:
             self.generation.cancel()  # no-op when finished; frees the engine if the stream was abandoned
             if self.tools is not None:
                 await self.tools.aclose()
+
+    def tool_limit(self) -> int:
+        """Built-in calls one response may run: the request's max_tool_calls, capped by --max-tool-rounds."""
+        server = self.state.config.max_tool_rounds
+        return server if self.req.max_tool_calls is None else min(self.req.max_tool_calls, server)
+
+    def limit_source(self) -> str:
+        if self.req.max_tool_calls is not None and self.req.max_tool_calls <= self.state.config.max_tool_rounds:
+            return "the request's max_tool_calls"
+        return "the server's limit, --max-tool-rounds"
 
     def opened_url(self, pages_before: int) -> str | None:
         """The URL of the page a browser call just pushed (open by link id names none in its arguments)."""
@@ -656,9 +725,7 @@ class Prepared:
             }
             return False
         try:
-            self.generation = submit(
-                self.state.engine, self.prompt, self.params(used), constraint=self.constraint(used)
-            )
+            self.generation = submit(self.state.engine, self.prompt, self.params(used), self.top, self.constraint(used))
         except ApiError as e:
             self.stopped = {"code": e.code or "server_error", "message": f"could not continue after a tool call: {e}"}
             return False
@@ -669,13 +736,14 @@ class Prepared:
         """The final event; stores the response when asked to (the default) and it was not cut off by the client."""
         reasoning = sum(parser.reasoning_tokens for parser in self.parsers)
         usage = (self.prompt_tokens, self.output_tokens, reasoning, self.cached_tokens)
-        final = self.run.finish(self.generation, self.problems, usage, self.stopped)
-        self.state.count_problems(self.problems)
+        self.ext = extension(self.state, self.problems, self.stopped)
+        final = self.run.finish(self.generation, usage, self.ext, self.stopped)
         response = self.run.response
         keep = self.generation.finish not in (Finish.ERROR, Finish.CANCELLED)
         if self.req.store is not False and keep:
             history = [conv.item_to_dict(i) for i in self.items + self.run.history_items()]
-            if not self.state.store.put(response["id"], response, history):
+            inputs = listed_items(self.req.input)
+            if not self.state.store.put(response["id"], response, history, inputs):
                 response["store"] = False
         return final
 
@@ -688,7 +756,7 @@ async def create_response(req: ResponsesRequest, request: Request, state: Server
         async for _ in prepared.events():
             pass
     prepared.conclude()
-    return JSONResponse(prepared.run.response)
+    return JSONResponse(prepared.run.response, headers=repair_header(prepared.ext))
 
 
 async def stream_response(prepared: Prepared) -> AsyncGenerator[bytes, None]:

@@ -28,6 +28,9 @@ CREATE TABLE IF NOT EXISTS responses (
     history TEXT NOT NULL
 )
 """
+# GET /v1/responses/{id}/input_items: each stored response's own input items (a table of its own, so stores written
+# before it existed open unchanged); rows go when their response goes.
+INPUTS_SCHEMA = "CREATE TABLE IF NOT EXISTS input_items (id TEXT PRIMARY KEY, items TEXT NOT NULL)"
 
 
 class UnencodableError(ValueError):
@@ -66,12 +69,20 @@ class ResponseStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(SCHEMA)
+        self._db.execute(INPUTS_SCHEMA)
 
-    def put(self, response_id: str, response: dict[str, Any], history: list[dict[str, Any]]) -> bool:
+    def put(
+        self,
+        response_id: str,
+        response: dict[str, Any],
+        history: list[dict[str, Any]],
+        inputs: list[dict[str, Any]] | None = None,
+    ) -> bool:
         """Stores (replacing any row with this id) and evicts the oldest rows past the bound. False when this one
         response alone is larger than the bound and so was not kept."""
         response_json, history_json = encodable_json(response, response_id), encodable_json(history, response_id)
-        size = len(response_json.encode()) + len(history_json.encode())
+        inputs_json = encodable_json(inputs or [], response_id)
+        size = len(response_json.encode()) + len(history_json.encode()) + len(inputs_json.encode())
         if size > self.max_bytes:
             return False
         with self._lock, self._db:  # the context manager commits, or rolls back on an exception
@@ -81,7 +92,9 @@ class ResponseStore:
                 "INSERT INTO responses (id, created, bytes, response, history) VALUES (?, ?, ?, ?, ?)",
                 (response_id, time.time(), size, response_json, history_json),
             )
+            self._db.execute("INSERT OR REPLACE INTO input_items (id, items) VALUES (?, ?)", (response_id, inputs_json))
             self._evict()
+            self._db.execute("DELETE FROM input_items WHERE id NOT IN (SELECT id FROM responses)")
         return True
 
     def _evict(self) -> None:
@@ -99,8 +112,22 @@ class ResponseStore:
             row = self._db.execute("SELECT response, history FROM responses WHERE id = ?", (response_id,)).fetchone()
         return None if row is None else Stored(readable(row[0]), readable(row[1]))
 
+    def latest_in_conversation(self, conversation_id: str) -> str | None:
+        """The newest stored response of a conversation (the `conversation` request field), if any."""
+        query = "SELECT id FROM responses WHERE json_extract(response, '$.conversation.id') = ? ORDER BY seq DESC"
+        with self._lock:
+            row = self._db.execute(query + " LIMIT 1", (conversation_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def input_items(self, response_id: str) -> list[dict[str, Any]] | None:
+        """The stored response's input items, oldest first (None: no such response)."""
+        with self._lock:
+            row = self._db.execute("SELECT items FROM input_items WHERE id = ?", (response_id,)).fetchone()
+        return None if row is None else list(readable(row[0]))
+
     def delete(self, response_id: str) -> bool:
         with self._lock:
+            self._db.execute("DELETE FROM input_items WHERE id = ?", (response_id,))
             return self._db.execute("DELETE FROM responses WHERE id = ?", (response_id,)).rowcount > 0
 
     def total_bytes(self) -> int:
