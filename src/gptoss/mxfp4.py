@@ -30,7 +30,7 @@ def dequantize(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype = 
         raise TypeError(f"MXFP4 blocks/scales must be uint8, got {blocks.dtype}/{scales.dtype}")
     if blocks.shape[:-1] != scales.shape or blocks.shape[-1] != BLOCK // 2:
         raise ValueError(f"MXFP4 blocks {tuple(blocks.shape)} do not match scales {tuple(scales.shape)}")
-    table = _byte_table()
+    table = _byte_table().to(blocks.device)  # a no-op on the CPU
     # index_select with int32 indices is ~3x faster than advanced indexing with int64 on CPU.
     vals = torch.index_select(table, 0, blocks.reshape(-1).to(torch.int32)).view(*blocks.shape[:-1], BLOCK)
     # fp4 * 2**k is exact in fp32 for every E8M0 scale (the cast to bf16 too: same exponent range). Two steps,

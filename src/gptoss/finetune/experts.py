@@ -82,7 +82,7 @@ class LoraExperts(torch.autograd.Function):
         ctx.m, ctx.scaling, ctx.limit = m, scaling, limit
         up = None if a1 is None or b1 is None else (a1, b1)
         down = None if a2 is None or b2 is None else (a2, b2)
-        if up is None and down is None:  # frozen experts: the value is the inference op's, native kernels included
+        if up is None and down is None and x.is_cpu:  # frozen experts: the inference op's value (native kernels)
             return inference_moe_experts(
                 x, idx, w, m.mlp1_blocks, m.mlp1_scales, m.mlp1_bias, m.mlp2_blocks, m.mlp2_scales, m.mlp2_bias, limit
             )
