@@ -10,8 +10,10 @@ before it), so equal keys mean equal keys/values in the cache. To resume a promp
 layers need the blocks of [0, P) and the sliding layers only those of [P - window + 1, P). A finished (or
 preempted) sequence leaves its blocks in the cache: all its full blocks, its last band of sliding blocks, and the
 sliding band at the end of its prompt (a "checkpoint": the next harmony turn drops this turn's analysis, so its
-prompt diverges exactly where this prompt ended). Other sliding blocks are freed as soon as the band leaves them:
-that is what sliding layers save. Unused cached blocks are evicted least recently used first, deepest first.
+prompt diverges exactly where this prompt ended), and the band where its prompt left another request's cached
+full blocks that had none (a shared system prompt: later requests on it resume there). Other sliding blocks are
+freed as soon as the band leaves them: that is what sliding layers save. Unused cached blocks are evicted least
+recently used first, deepest first.
 """
 
 from __future__ import annotations
