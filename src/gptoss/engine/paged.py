@@ -65,58 +65,55 @@ class Segment:
     n: int
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """Where one segment writes and reads in one layer group, worked out once per step (not once per layer)."""
+
+    write_blocks: Tensor  # (n,) pool block of each new position
+    write_offsets: Tensor  # (n,) its slot in that block
+    read: slice | Tensor  # the visible blocks: a slice when consecutive (a view), else their ids
+    k_pos: Tensor  # (nb * bs,) absolute position of every visible slot
+
+
 class BatchCache:
     """The AttentionCache of one batched step."""
 
     def __init__(self, storage: PagedStorage, segments: Sequence[Segment]) -> None:
         self.storage = storage
         self.segments = segments
-        bs = storage.block_size
-        self._where = [self._write_index(s, bs) for s in segments]
+        lay = storage.layout
+        groups = [g for g, present in ((FULL, lay.has_full), (SLIDING, lay.has_sliding)) if present]
+        self._plans = [{g: self._plan(s, g) for g in groups} for s in segments]
 
-    def _write_index(self, s: Segment, bs: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Per group: (pool block, offset in it) of each of the segment's new positions."""
+    def _plan(self, s: Segment, group: str) -> _Plan:
+        bs = self.storage.block_size
+        table: list[int] | dict[int, int] = s.blocks.full if group == FULL else s.blocks.sliding
         pos = range(s.start, s.start + s.n)
-        offsets = torch.tensor([p % bs for p in pos])
-        where = {}
-        if self.storage.layout.has_full:
-            where[FULL] = self._blocks([s.blocks.full[p // bs] for p in pos]), offsets
-        if self.storage.layout.has_sliding:
-            where[SLIDING] = self._blocks([s.blocks.sliding[p // bs] for p in pos]), offsets
-        return where
-
-    def _blocks(self, ids: list[int]) -> Tensor:
-        self.storage.prepare(sorted(set(ids)))
-        return torch.tensor(ids)
+        written = [table[p // bs] for p in pos]
+        self.storage.prepare(sorted(set(written)))
+        end = -(-(s.start + s.n) // bs)
+        first = 0 if group == FULL else self.storage.layout.band_start(s.start)
+        ids = [table[i] for i in range(first, end)]
+        consecutive = ids == list(range(ids[0], ids[0] + len(ids)))
+        # index_select, not slot[tensor]: advanced indexing of bf16 blocks was measured up to 1000x slower here.
+        read = slice(ids[0], ids[0] + len(ids)) if consecutive else torch.tensor(ids)
+        k_pos = torch.arange(first * bs, end * bs)
+        return _Plan(torch.tensor(written), torch.tensor([p % bs for p in pos]), read, k_pos)
 
     def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor, positions: Tensor, core: AttentionCore) -> Tensor:
         st = self.storage
         group, slot = st.group_of[layer], st.slot_of[layer]
+        k_slot, v_slot = st.k[slot], st.v[slot]  # (blocks, bs, Hkv, D)
         outs = []
-        for seg, where in zip(self.segments, self._where, strict=True):
-            rows = slice(seg.offset, seg.offset + seg.n)
-            blocks, offsets = where[group]
-            k_slot, v_slot = st.k[slot], st.v[slot]  # (blocks, bs, Hkv, D)
-            k_slot[blocks, offsets] = k[rows]
-            v_slot[blocks, offsets] = v[rows]
-            ids, logical = self._visible(seg, group)
-            keys, values = _gather(k_slot, ids), _gather(v_slot, ids)  # (nb * bs, Hkv, D)
-            k_pos = (logical[:, None] * st.block_size + torch.arange(st.block_size)).flatten()
-            outs.append(core(q[rows], keys, values, positions[rows], k_pos))
+        for seg, plans in zip(self.segments, self._plans, strict=True):
+            rows, plan = slice(seg.offset, seg.offset + seg.n), plans[group]
+            k_slot[plan.write_blocks, plan.write_offsets] = k[rows]
+            v_slot[plan.write_blocks, plan.write_offsets] = v[rows]
+            keys, values = _read(k_slot, plan.read), _read(v_slot, plan.read)  # (nb * bs, Hkv, D)
+            outs.append(core(q[rows], keys, values, positions[rows], plan.k_pos))
         return torch.cat(outs)
 
-    def _visible(self, seg: Segment, group: str) -> tuple[list[int], Tensor]:
-        """(pool blocks, their logical indices) this segment's queries may need in `group`."""
-        end = -(-(seg.start + seg.n) // self.storage.block_size)
-        if group == FULL:
-            return seg.blocks.full[:end], torch.arange(end)
-        first = self.storage.layout.band_start(seg.start)
-        return [seg.blocks.sliding[i] for i in range(first, end)], torch.arange(first, end)
 
-
-def _gather(slot: Tensor, ids: list[int]) -> Tensor:
-    """The blocks `ids` of one layer slot, flattened to positions: a view when they are consecutive."""
-    if ids[-1] - ids[0] == len(ids) - 1 and ids == list(range(ids[0], ids[-1] + 1)):
-        return slot[ids[0] : ids[-1] + 1].flatten(0, 1)
-    # index_select, not slot[tensor]: advanced indexing of bf16 blocks was measured up to 1000x slower here.
-    return torch.index_select(slot, 0, torch.tensor(ids)).flatten(0, 1)
+def _read(slot: Tensor, read: slice | Tensor) -> Tensor:
+    blocks = slot[read] if isinstance(read, slice) else torch.index_select(slot, 0, read)
+    return blocks.flatten(0, 1)
