@@ -173,11 +173,14 @@ class Transformer:
         w = torch.softmax(vals, dim=-1)  # (T, k)
         a = self.adapter
         adapted = a.moe_experts(layer, t, idx, w, m, cfg.swiglu_limit) if a is not None else None
-        if adapted is not None:
-            return adapted
+        return adapted if adapted is not None else self.experts(t, idx, w, m)
+
+    def experts(self, t: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, m: MoEWeights) -> torch.Tensor:
+        """(T, H): each token's k selected experts applied to it, weighted by w (a parallel model applies only
+        its own experts here)."""
         return ops.moe_experts(
             t, idx, w,
             m.mlp1_blocks, m.mlp1_scales, m.mlp1_bias,
             m.mlp2_blocks, m.mlp2_scales, m.mlp2_bias,
-            cfg.swiglu_limit,
+            self.cfg.swiglu_limit,
         )  # fmt: skip
