@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import gptoss
 from gptoss.finetune.lora import ATTENTION, TARGETS, LoraAdapter, LoraConfig
@@ -90,8 +91,9 @@ def test_loss_and_gradients_match_peft(
         assert rel <= 1e-4, f"{k}: relative gradient error {rel:.2e}"
 
 
-def test_peft_adapter_loads_into_gptoss(checkpoints: dict[str, Path], tmp_path: Path) -> None:
-    """An adapter PEFT created and saved gives the same logits in gptoss as in PEFT."""
+@pytest.mark.parametrize("layers", [None, [1]])
+def test_peft_adapter_loads_into_gptoss(checkpoints: dict[str, Path], tmp_path: Path, layers: list[int] | None) -> None:
+    """An adapter PEFT created and saved (on every layer, or only some) gives the same logits in gptoss as in PEFT."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
     from transformers import GptOssForCausalLM, Mxfp4Config
@@ -99,7 +101,11 @@ def test_peft_adapter_loads_into_gptoss(checkpoints: dict[str, Path], tmp_path: 
     path = checkpoints["gqa4"]
     hf = GptOssForCausalLM.from_pretrained(path, quantization_config=Mxfp4Config(dequantize=True), dtype=torch.float32)
     peft_cfg = PeftLoraConfig(
-        r=2, lora_alpha=6, target_modules=["q_proj", "v_proj"], target_parameters=["mlp.experts.gate_up_proj"]
+        r=2,
+        lora_alpha=6,
+        target_modules=["q_proj", "v_proj"],
+        target_parameters=["mlp.experts.gate_up_proj"],
+        layers_to_transform=layers,
     )
     peft_model = get_peft_model(hf, peft_cfg)
     g = torch.Generator().manual_seed(5)
@@ -114,6 +120,12 @@ def test_peft_adapter_loads_into_gptoss(checkpoints: dict[str, Path], tmp_path: 
     model = gptoss.load(path, dtype=torch.float32)
     model.transformer.adapter = load_adapter(tmp_path / "peft", model.config)
     assert model.transformer.adapter.cfg.targets == ("q", "v", "gate_up")
+    assert model.transformer.adapter.cfg.layers == (None if layers is None else tuple(layers))
+    save_adapter(model.transformer.adapter, tmp_path / "back")  # the same tensors PEFT wrote, no more
+    assert (
+        load_file(tmp_path / "back" / "adapter_model.safetensors").keys()
+        == load_file(tmp_path / "peft" / "adapter_model.safetensors").keys()
+    )
     got = model.logits(tokens)
     assert (got - ref).abs().max() <= 1e-4
     model.transformer.adapter = None

@@ -35,7 +35,7 @@ class LoraConfig:
     dropout: float = 0.0
     targets: tuple[str, ...] = ATTENTION
     use_rslora: bool = False
-    layers: tuple[int, ...] | None = None  # None = every layer
+    layers: tuple[int, ...] | None = None  # attention targets only on these (PEFT's layers_to_transform); None = all
 
     def __post_init__(self) -> None:
         if self.r <= 0:
@@ -64,6 +64,13 @@ def factor_shapes(cfg: ModelConfig, r: int, target: str) -> tuple[tuple[int, int
     return (rank, fan_in), (fan_out, rank)
 
 
+def default_pairs(model_cfg: ModelConfig, cfg: LoraConfig) -> set[tuple[int, str]]:
+    """Every layer for each target, except that `layers` narrows the attention targets (as PEFT's
+    layers_to_transform narrows target_modules but not target_parameters)."""
+    every = range(model_cfg.num_hidden_layers)
+    return {(i, t) for t in cfg.targets for i in (cfg.layers if cfg.layers is not None and t in ATTENTION else every)}
+
+
 def key(layer: int, target: str, factor: str) -> str:
     return f"{layer}_{target}_{factor}"
 
@@ -71,16 +78,20 @@ def key(layer: int, target: str, factor: str) -> str:
 class LoraAdapter(torch.nn.Module):
     """The trainable factors, one (A, B) pair per adapted layer and target (fp32 unless asked otherwise)."""
 
-    def __init__(self, model_cfg: ModelConfig, cfg: LoraConfig, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        model_cfg: ModelConfig,
+        cfg: LoraConfig,
+        dtype: torch.dtype = torch.float32,
+        pairs: set[tuple[int, str]] | None = None,  # exactly these (layer, target) pairs; None = from cfg
+    ) -> None:
         super().__init__()
         self.model_cfg, self.cfg = model_cfg, cfg
         self.factors = torch.nn.ParameterDict()
-        layers = cfg.layers if cfg.layers is not None else range(model_cfg.num_hidden_layers)
-        for i in layers:
-            for t in cfg.targets:
-                a_shape, b_shape = factor_shapes(model_cfg, cfg.r, t)
-                self.factors[key(i, t, "A")] = torch.nn.Parameter(torch.zeros(a_shape, dtype=dtype))
-                self.factors[key(i, t, "B")] = torch.nn.Parameter(torch.zeros(b_shape, dtype=dtype))
+        for i, t in sorted(pairs if pairs is not None else default_pairs(model_cfg, cfg)):
+            a_shape, b_shape = factor_shapes(model_cfg, cfg.r, t)
+            self.factors[key(i, t, "A")] = torch.nn.Parameter(torch.zeros(a_shape, dtype=dtype))
+            self.factors[key(i, t, "B")] = torch.nn.Parameter(torch.zeros(b_shape, dtype=dtype))
 
     def reset(self, generator: torch.Generator) -> None:
         """PEFT's default init: A ~ kaiming-uniform(a=sqrt(5)) (bound 1/sqrt(fan_in)), B = 0, so training starts

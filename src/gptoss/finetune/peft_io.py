@@ -142,18 +142,19 @@ def load_adapter(directory: str | Path, model_cfg: ModelConfig) -> LoraAdapter:
     except (SafetensorError, OSError, FileNotFoundError) as e:
         raise AdapterError(f"{directory / WEIGHTS}: cannot read adapter weights: {e}") from None
     found = {_parse_name(n, set(targets)): t for n, t in tensors.items()}
-    layers = sorted({layer for layer, _, _ in found})
+    pairs = {(layer, target) for layer, target, _ in found}
+    _check_layers(sorted({layer for layer, _ in pairs}), model_cfg, directory)
+    attention_layers = sorted({layer for layer, t in pairs if t in ATTENTION})
     r = int(d.get("r", 8))
     cfg = LoraConfig(
         r=r,
         alpha=float(d.get("lora_alpha", 8)),
         dropout=0.0,
-        targets=tuple(t for t in targets if any(ft == t for _, ft, _ in found)),
+        targets=tuple(t for t in targets if any(ft == t for _, ft in pairs)),
         use_rslora=bool(d.get("use_rslora", False)),
-        layers=tuple(layers) if layers != list(range(model_cfg.num_hidden_layers)) else None,
+        layers=None if attention_layers in ([], list(range(model_cfg.num_hidden_layers))) else tuple(attention_layers),
     )
-    _check_layers(layers, model_cfg, directory)
-    adapter = LoraAdapter(model_cfg, cfg)
+    adapter = LoraAdapter(model_cfg, cfg, pairs=pairs)
     for (layer, target, factor), t in found.items():
         _fill(adapter, layer, target, factor, t, model_cfg, r, directory)
     return adapter
