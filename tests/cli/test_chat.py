@@ -96,8 +96,43 @@ def test_commands_and_errors_keep_the_session_going() -> None:
     chat.loop()
     text = out.getvalue()
     assert "unknown command '/bogus'" in text and "(conversation cleared)" in text
-    assert "error: context overflow: prompt of" in text
+    assert "error: this message takes 5067 tokens with the instructions, and the context holds 2000: shorten it" in text
     assert chat.items == []  # the failed turn was taken back
+
+
+def test_empty_input_is_ignored_and_help_shows_the_limits() -> None:
+    chat, source, out = session(ANSWER, answers=["", "   ", "/help"])
+    chat.loop()
+    assert source.prompts == []  # nothing was generated
+    text = " ".join(out.getvalue().split())
+    assert "per-turn limit: 2048 tokens (--max-tokens); context: 4096 tokens; conversation: 0 turn(s)" in text
+    assert text.endswith(">>>")
+
+
+def test_overflow_drops_the_oldest_turns_with_a_notice() -> None:
+    chat, source, out = session(ANSWER, ANSWER, ANSWER, answers=["one " * 40, "two " * 40, "three"], max_tokens=100)
+    source.context_length = 250
+    chat.loop()
+    text = " ".join(out.getvalue().split())
+    assert "(dropped the oldest 1 turn(s) to keep room for a 100-token answer in the 250-token context" in text
+    assert "error" not in text and len(source.prompts) == 3
+    last = harmony().decode(source.prompts[-1])
+    assert "one one" not in last and "two two" in last and "three" in last
+    assert all(len(p) + 100 <= 250 for p in source.prompts)
+    assert [p.max_tokens for p in source.params] == [100, 100, 100]
+
+
+def test_the_last_turn_gets_what_room_is_left() -> None:
+    chat, source, _ = session(ANSWER, answers=["hello " * 30], max_tokens=500)
+    source.context_length = 300
+    chat.loop()
+    assert source.params[-1].max_tokens == 300 - len(source.prompts[-1])
+
+
+def test_ctrl_d_ends_with_a_newline() -> None:
+    chat, _, out = session(answers=[])
+    chat.loop()
+    assert out.getvalue().endswith(">>> \n")
 
 
 def test_malformed_output_is_noted() -> None:

@@ -12,23 +12,28 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gptoss.cli.__main__ import UserError
+from gptoss.cli.chat_view import Rate, TurnView, tool_summary
 from gptoss.cli.serve import EFFORTS, add_model_arguments
 
 if TYPE_CHECKING:
-    from rich.console import Console, RenderableType
+    from rich.console import Console
 
     from gptoss.engine import TokenSource
     from gptoss.harmony import HarmonyEncoding
     from gptoss.server import conversation as conv
-    from gptoss.tools import BuiltinTools, ToolStep
+    from gptoss.tools import BuiltinTools
 
 HELP = "chat with a checkpoint in the terminal (reasoning shown dimmed, function calls answered by you)"
-COMMANDS_HELP = "/reasoning shows the last reasoning, /clear starts over, /quit (or Ctrl-D) leaves"
+COMMANDS_HELP = (
+    "/help shows this and the limits, /reasoning shows the last reasoning, /clear starts over, /quit (or Ctrl-D) "
+    "leaves; Ctrl-C stops an answer"
+)
+DEFAULT_MAX_TOKENS = 2048  # per model turn: bounds the wait, and leaves room for history in a small context
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,7 +57,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--raw", action="store_true", help="show the harmony tokens instead of formatted output")
     p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--max-tokens", type=int, default=None, help="per model turn (default: the rest of the context)")
+    p.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS,
+                   help="output tokens per model turn (reasoning included); old turns make room")  # fmt: skip
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--browser", type=Path, default=None, metavar="DIR",
                    help="enable the browser tool over an offline index of DIR's documents")  # fmt: skip
@@ -88,85 +94,11 @@ class ChatOptions:
     tools: tuple[conv.FunctionTool, ...] = ()
     raw: bool = False
     temperature: float = 1.0
-    max_tokens: int | None = None
+    max_tokens: int = DEFAULT_MAX_TOKENS
     seed: int | None = None
     builtin: BuiltinTools | None = None  # built-in tools run in the loop (None: none)
     schema: dict[str, Any] | None = None  # --schema: the final answer's JSON Schema
     max_reasoning_tokens: int | None = None
-
-
-SHOWN_RESULT = 300  # characters of a tool's result shown in the chat
-
-
-def tool_summary(step: ToolStep) -> str:
-    """A short dimmed line for an executed built-in tool call: the call, then the start of its result."""
-    if step.tool == "python":
-        call = "python: " + " ⏎ ".join(line for line in str(step.arguments.get("code", "")).splitlines() if line)
-    else:
-        call = f"browser.{step.function}({', '.join(f'{k}={v!r}' for k, v in step.arguments.items())})"
-    result = " ".join(step.output.split())
-    if len(result) > SHOWN_RESULT:
-        result = result[:SHOWN_RESULT] + "…"
-    return f"⚙ {call}\n  ↳ {result}"
-
-
-@dataclass
-class TurnView:
-    """What one model turn looks like on screen, rebuilt from the output events as they arrive."""
-
-    reasoning: str = ""
-    reasoning_tokens: int = 0
-    answering: bool = False  # once anything but reasoning has started, the reasoning collapses
-    answer: str = ""
-    calls: list[str] = field(default_factory=list)
-    kinds: dict[int, str] = field(default_factory=dict)  # output item index -> its kind
-    builtin: BuiltinTools | None = None  # its calls are shown when they run; its citations become links
-
-    def apply(self, event: conv.OutputEvent) -> None:
-        from gptoss.server.conversation import ItemDone, ItemStarted
-
-        if isinstance(event, ItemStarted):
-            self.kinds[event.index] = event.item.kind.value
-            self.answering = self.answering or event.item.kind.value != "reasoning"
-        elif isinstance(event, ItemDone):
-            self.finished(event.item)
-        elif self.kinds.get(event.index) == "reasoning":
-            self.reasoning += event.text
-        elif self.kinds.get(event.index) == "message":
-            self.answer += event.text
-
-    def finished(self, item: conv.OutputItem) -> None:
-        if item.kind.value == "reasoning":
-            self.reasoning_tokens += item.tokens
-        elif item.kind.value == "function_call":
-            from gptoss.server.builtin import builtin_kind
-
-            if builtin_kind(self.builtin, item) is None:
-                self.calls.append(f"→ {item.name}({item.text})")
-
-    def cited(self, text: str) -> str:
-        """With a browser, citations of opened pages as markdown links (an unfinished one is held back)."""
-        if self.builtin is None or self.builtin.browser is None:
-            return text
-        from gptoss.tools import split_pending
-
-        safe, _ = split_pending(text)
-        return self.builtin.cite(safe)[0]
-
-    def render(self) -> RenderableType:
-        from rich.console import Group
-        from rich.markdown import Markdown
-        from rich.text import Text
-
-        parts: list[RenderableType] = []
-        if self.reasoning and not self.answering:
-            parts.append(Text(self.reasoning, style="dim italic"))
-        elif self.reasoning:
-            parts.append(Text(f"▸ reasoning: {self.reasoning_tokens} tokens (/reasoning to show)", style="dim"))
-        if self.answer:
-            parts.append(Markdown(self.cited(self.answer)))
-        parts += [Text(call, style="cyan") for call in self.calls]
-        return Group(*parts)
 
 
 class ChatSession:
@@ -182,23 +114,32 @@ class ChatSession:
         self.items: list[conv.Item] = []
         self.last_reasoning = ""
         self.calls_made = 0
+        self.interrupted = False  # Ctrl-C stopped the last generation
 
     def loop(self) -> None:
         self.console.print(f"[dim]{COMMANDS_HELP}[/]")
         while True:
             try:
-                text = self.ask(">>> ")
+                text = self.ask(">>> ").strip()
             except EOFError:
+                self.console.print()  # leave the shell's prompt on a line of its own
                 return
-            if text.strip() in ("/quit", "/exit"):
+            except KeyboardInterrupt:
+                self.console.print("\n[dim](Ctrl-D or /quit leaves)[/]", highlight=False)
+                continue
+            if not text:
+                continue
+            if text in ("/quit", "/exit"):
                 return
             if text.startswith("/"):
-                self.command(text.strip())
+                self.command(text)
             else:
                 self.turn(text)
 
     def command(self, text: str) -> None:
-        if text == "/reasoning":
+        if text == "/help":
+            self.show_help()
+        elif text == "/reasoning":
             self.console.print(self.last_reasoning or "(no reasoning yet)", style="dim italic", markup=False)
         elif text == "/clear":
             self.items = []
@@ -208,8 +149,21 @@ class ChatSession:
         else:
             self.console.print(f"[red]unknown command {text!r}[/]: {COMMANDS_HELP}")
 
+    def show_help(self) -> None:
+        from gptoss.cli.chat_history import turn_starts
+        from gptoss.server.conversation import render_prompt
+
+        used = len(render_prompt(self.spec(), self.encoding).tokens)
+        context, turns = self.source.context_length, len(turn_starts(self.items))
+        self.console.print(
+            f"[dim]{COMMANDS_HELP}\nper-turn limit: {self.options.max_tokens} tokens (--max-tokens); context: "
+            f"{context} tokens; conversation: {turns} turn(s), {used} tokens (the oldest turns are dropped when it "
+            "no longer fits)[/]",
+            highlight=False,
+        )
+
     def turn(self, text: str) -> None:
-        """One user message, then model turns until the model stops calling functions."""
+        """One user message, then model turns until the model stops calling functions (or Ctrl-C stops it)."""
         from gptoss.errors import InputError
         from gptoss.server.conversation import ConversionError, Text
 
@@ -218,9 +172,12 @@ class ChatSession:
         try:
             while self.model_turn():
                 pass
-        except (InputError, ConversionError) as e:
+        except (InputError, ConversionError, ValueError) as e:
             self.items = saved
             self.console.print(f"[red]error: {e}[/]")
+        except KeyboardInterrupt:  # at a function-result prompt: that turn is dropped, the rest is kept
+            self.items = saved
+            self.console.print("\n[yellow](stopped; that message was dropped)[/]", highlight=False)
 
     def model_turn(self) -> bool:
         """Generates once; runs the built-in tool call it ended on, or asks for the results of the function calls
@@ -230,6 +187,11 @@ class ChatSession:
 
         outputs = self.generate()
         self.last_reasoning = "\n".join(o.text for o in outputs if o.kind is conv.ItemKind.REASONING)
+        if self.interrupted:  # keep what was said, run nothing it was about to call
+            kept = [o for o in outputs if o.kind is not conv.ItemKind.FUNCTION_CALL]
+            self.items += conv.output_to_history(kept, [None] * len(kept))
+            self.console.print("[yellow](stopped; the answer so far is kept)[/]", highlight=False)
+            return False
         builtin = self.options.builtin
         ran = False
         for i, output in enumerate(outputs):
@@ -288,34 +250,71 @@ class ChatSession:
         from gptoss.server.conversation import OutputParser, render_prompt
         from gptoss.server.generation import constraint, reasoning_budget
 
+        budget_left = self.fit()
         prompt = render_prompt(self.spec(), self.encoding)
         stops = frozenset(self.encoding.stop_tokens_for_assistant_actions())
         o = self.options
-        params = SamplingParams(temperature=o.temperature, seed=o.seed, max_tokens=o.max_tokens, stop_tokens=stops)
+        params = SamplingParams(temperature=o.temperature, seed=o.seed, max_tokens=budget_left, stop_tokens=stops)
         budget = reasoning_budget(o.max_reasoning_tokens, o.max_tokens, ServerConfig.max_reasoning_tokens)
         steps = self.source.generate(prompt.tokens, params, None, constraint(prompt.rules, budget))
         parser = OutputParser(self.encoding, [t.name for t in o.tools] + declared_names(o.builtin))
-        tokens = (e.token for e in steps if e is not None)
-        if o.raw:
-            self.show_raw(prompt.tokens, tokens, parser)
-        else:
-            self.show_formatted(tokens, parser)
+        try:
+            tokens = (e.token for e in steps if e is not None)
+            if o.raw:
+                self.show_raw(prompt.tokens, tokens, parser)
+            else:
+                self.show_formatted(tokens, parser)
+        finally:
+            steps.close()  # type: ignore[attr-defined]  # a generator: stops the model at once on Ctrl-C
         return parser.items
+
+    def fit(self) -> int:
+        """Drops the oldest turns until the prompt leaves room for a --max-tokens answer; the answer's budget."""
+        from gptoss.cli.chat_history import fit
+        from gptoss.server.conversation import render_prompt
+
+        def measure(items: list[conv.Item]) -> int:
+            self.items = items
+            return len(render_prompt(self.spec(), self.encoding).tokens)
+
+        fitted = fit(list(self.items), measure, self.source.context_length, self.options.max_tokens)
+        self.items = fitted.items
+        if fitted.dropped:
+            self.console.print(
+                f"[yellow](dropped the oldest {fitted.dropped} turn(s) to keep room for a {self.options.max_tokens}"
+                f"-token answer in the {self.source.context_length}-token context; /clear starts over)[/]",
+                highlight=False,
+            )
+        return fitted.budget
+
+    def consume(self, tokens: Any, on_token: Callable[[int], None]) -> None:
+        """Feeds generated tokens to on_token until the end, or until Ctrl-C (which sets `interrupted`)."""
+        self.interrupted = False
+        try:
+            for token in tokens:
+                on_token(token)
+        except KeyboardInterrupt:
+            self.interrupted = True
 
     def show_formatted(self, tokens: Any, parser: conv.OutputParser) -> None:
         from rich.live import Live
 
         from gptoss.engine import TokenEvent
 
-        view = TurnView(builtin=self.options.builtin)
-        with Live(view.render(), console=self.console, refresh_per_second=12) as live:
-            for token in tokens:
-                for event in parser.feed(TokenEvent(token)):
-                    view.apply(event)
-                live.update(view.render())
+        view, rate = TurnView(builtin=self.options.builtin), Rate()
+
+        def on_token(token: int) -> None:
+            rate.tick()
+            for event in parser.feed(TokenEvent(token)):
+                view.apply(event)
+            live.update(rate.below(view.render()))
+
+        with Live(rate.below(view.render()), console=self.console, refresh_per_second=12) as live:
+            self.consume(tokens, on_token)
             for event in parser.finish():
                 view.apply(event)
             live.update(view.render())
+        self.console.print(f"[dim]{rate.summary()}[/]", highlight=False)
         for problem in parser.problems:
             self.console.print(f"[yellow]note: malformed output ({problem.kind}): {problem.detail}[/]")
 
@@ -323,9 +322,12 @@ class ChatSession:
         from gptoss.engine import TokenEvent
 
         self.console.print(self.encoding.decode(prompt[-2:]), style="dim", end="", markup=False, highlight=False)
-        for token in tokens:
+
+        def on_token(token: int) -> None:
             parser.feed(TokenEvent(token))
             self.console.print(self.encoding.decode([token]), end="", markup=False, highlight=False)
+
+        self.consume(tokens, on_token)
         parser.finish()
         self.console.print()
 
@@ -357,7 +359,7 @@ def today() -> str:
 def check_arguments(args: argparse.Namespace) -> None:
     if args.context is not None and args.context <= 0:
         raise UserError(f"--context must be positive, got {args.context}")
-    if args.max_tokens is not None and args.max_tokens <= 0:
+    if args.max_tokens <= 0:
         raise UserError(f"--max-tokens must be positive, got {args.max_tokens}")
     if args.max_reasoning_tokens is not None and args.max_reasoning_tokens < 0:
         raise UserError(f"--max-reasoning-tokens must be >= 0, got {args.max_reasoning_tokens}")
