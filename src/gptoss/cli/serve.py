@@ -38,7 +38,9 @@ log = logging.getLogger("gptoss.serve")
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """The options `serve` and `chat` share."""
-    p.add_argument("--model", type=Path, help="checkpoint folder; without it a tiny random checkpoint is used")
+    p.add_argument("--model", metavar="DIR|ORG/NAME[@REV]",
+                   help="checkpoint folder, or a Hugging Face model name (from the local cache, else downloaded); "
+                   "without it a tiny random checkpoint is used")  # fmt: skip
     p.add_argument("--context", type=int, default=None, help="context limit in tokens (default: the model's)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
     p.add_argument("--lora", type=Path, default=None, metavar="DIR", help="PEFT LoRA adapter to run on the model")
@@ -123,14 +125,21 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def resolve_checkpoint(model: Path | None, console: Console) -> Path:
-    """--model, checked now (a bad path fails before anything starts), or the tiny random checkpoint."""
+def resolve_checkpoint(model: str | None, console: Console) -> Path:
+    """--model, checked now (a bad path fails before anything starts): a folder, a Hugging Face name (the cache,
+    else a download), or without it the tiny random checkpoint."""
     from gptoss.engine.loader import ensure_tiny_random
+    from gptoss.hub import is_hub_name, resolve
     from gptoss.weights import open_checkpoint
 
+    if model is not None and is_hub_name(model):
+        console.print(f"[dim]{model}: looking in the Hugging Face cache (then the hub)[/]", highlight=False)
+        path = resolve(model)  # CheckpointError (a ValueError: exit 2 with its message) saying what to run
+        console.print(f"[dim]{model}: {path}[/]", highlight=False)
+        return path
     if model is not None:
-        open_checkpoint(model)  # CheckpointError (a ValueError: exit 2 with its message) for a bad folder
-        return model
+        open_checkpoint(model)  # CheckpointError for a bad folder
+        return Path(model)
     path, created = ensure_tiny_random()
     state = "created it now" if created else "created earlier"
     console.print(
@@ -243,11 +252,12 @@ def builtin_tools(
 
 
 def run(args: argparse.Namespace) -> int:
+    from gptoss.hub import is_hub_name
     from gptoss.weights import open_checkpoint
 
     check_arguments(args)
-    if args.model is not None:
-        open_checkpoint(args.model)  # a bad folder fails before the port is taken
+    if args.model is not None and not is_hub_name(args.model):
+        open_checkpoint(args.model)  # a bad folder fails before the port is taken (a name resolves after)
     with bind(args.host, args.port) as sock:
         return serve_on(sock, args)
 

@@ -65,6 +65,10 @@ def read_through(files: list[Path], progress: Progress) -> None:
 
 
 def served_name(path: Path) -> str:
-    """The id /v1/models shows: the checkpoint folder's name (its parent's for an `original/` folder)."""
+    """The id /v1/models shows: the checkpoint folder's name (its parent's for an `original/` folder); for a
+    Hugging Face cache snapshot (models--org--name/snapshots/<commit>), the repo's name."""
     path = path.resolve()
-    return path.parent.name if path.name == "original" else path.name
+    folder = path.parent if path.name == "original" else path
+    if folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--"):
+        return folder.parent.parent.name.split("--")[-1]
+    return folder.name
