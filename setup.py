@@ -18,8 +18,11 @@ from setuptools.command.build_ext import build_ext
 SRC = Path("src/gptoss/ops/native_src")
 SOURCES = [
     str(SRC / f)
-    for f in ("module.c", "moe.c", "dense.c", "attention.c", "norm.c", "pool.c", "kernels_scalar.c", "kernels_avx2.c")
-]
+    for f in (
+        "module.c", "moe.c", "dense.c", "attention.c", "norm.c", "pool.c",
+        "kernels_scalar.c", "kernels_avx2.c", "kernels_avx512.c", "amx.c",
+    )
+]  # fmt: skip
 
 
 def _say(msg: str) -> None:
@@ -68,7 +71,7 @@ if os.environ.get("GPTOSS_BUILD_NATIVE", "1") != "0":
         Extension(
             "gptoss.ops.native_ext",
             sources=SOURCES,
-            depends=[str(SRC / h) for h in ("moe.h", "dense.h", "attention.h", "norm.h", "bf16.h", "avx2.h", "pool.h")],
+            depends=[str(SRC / h) for h in ("moe.h", "dense.h", "attention.h", "norm.h", "bf16.h", "avx2.h", "avx512.h", "pool.h")],
             include_dirs=[str(SRC)],
         )
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from gptoss import ops
 from gptoss.config import ModelConfig
 from gptoss.errors import InputError
 from gptoss.kv_cache import KVCache
@@ -163,4 +164,6 @@ def load(
         raise InputError(f"context_length {limit} must be in 1..{ckpt.config.max_context} for this model")
     weights = load_weights(ckpt, dt, dev)
     populate(per_token_tensors(weights))
+    if ops.BACKEND == "native" and dt == torch.bfloat16 and dev.type == "cpu":
+        ops.native.linear_gemm_bf16()  # measures which prefill GEMM is faster here now, not in the first prompt
     return Model(Transformer(ckpt.config, weights), dev, dt, limit)

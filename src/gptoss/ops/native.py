@@ -16,10 +16,14 @@ call, same math and rounding points (fp32 inside, one rounding to the output dty
 
 `linear` streams a bf16 weight (N, K) once for up to LINEAR_MAX_TOKENS tokens (decode is bound by that read), and
 once per group of that many up to LINEAR_GEMV_MAX_TOKENS (a batched decode step); more tokens are compute-bound
-and go to torch's fp32 GEMM on the weight widened to fp32 in slices of rows.
+and go to torch: its bf16 GEMM (oneDNN; AMX or AVX512-BF16 where the CPU has them) when a short measurement on
+first use says it beats widening the weight to fp32 for torch's fp32 GEMM (the case on AVX2-only CPUs, where the
+bf16 GEMM is ~6x slower), else the widened fp32 GEMM. Only bf16 activations take the bf16 GEMM (fp32 models keep
+fp32 products).
 
-Knobs, read on every call: GPTOSS_NATIVE_ISA=auto|avx2|scalar picks the kernel flavour (scalar is the portable
-fallback, also used when the CPU lacks AVX2+FMA); the thread count follows torch.get_num_threads().
+Knobs, read on every call: GPTOSS_NATIVE_ISA=auto|amx|avx512|avx2|scalar picks the kernel flavour (auto = the best
+the CPU has; scalar is the portable fallback, also used when the CPU lacks AVX2+FMA); the thread count follows
+torch.get_num_threads(). `flavours()` says which kernel each op runs.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import importlib
 import os
 import threading
+import time
 from types import ModuleType
 
 import torch
@@ -44,7 +49,8 @@ except ImportError as e:  # not built (no compiler at install time) or built for
     _ext = None
     _IMPORT_ERROR = str(e)
 
-ISA_SCALAR, ISA_AVX2 = 0, 1
+ISA_SCALAR, ISA_AVX2, ISA_AVX512, ISA_AMX = 0, 1, 2, 3
+ISA_NAMES = ("scalar", "avx2", "avx512", "amx")
 # An expert with at least this many tokens takes the GEMM path (weights decoded once per K slice into fp32 and
 # reused across tokens); fewer take the GEMV path (decoded in registers, per group of <= 4 tokens). None = the
 # measured crossover: about 14 tokens for the int16 GEMV (bf16 inputs), 6 for the fp32 one. Tests force a path.
@@ -73,13 +79,43 @@ def _require() -> ModuleType:
     return _ext
 
 
+def isa_supported() -> dict[str, str]:
+    """Every kernel flavour -> "" when this build and CPU can run it, else why not."""
+    why: dict[str, str] = {"scalar": ""}
+    ext = _ext
+    for name, check, needs in (
+        ("avx2", "cpu_has_avx2", "AVX2+FMA"),
+        ("avx512", "cpu_has_avx512", "AVX-512 F/BW/VL/DQ"),
+        ("amx", "cpu_has_amx", "AVX-512 and AMX-BF16 with the tile state granted by the OS"),
+    ):
+        if ext is None:
+            why[name] = f"the C extension is not built ({_IMPORT_ERROR})"
+        else:
+            why[name] = "" if getattr(ext, check)() else f"this CPU (or OS) lacks {needs}"
+    return why
+
+
 def _isa() -> int:
     want = os.environ.get("GPTOSS_NATIVE_ISA", "auto")
-    if want not in ("auto", "avx2", "scalar"):
-        raise ValueError(f"GPTOSS_NATIVE_ISA={want!r}: expected 'auto', 'avx2' or 'scalar'")
-    if want == "scalar" or (want == "auto" and not (_ext is not None and _ext.cpu_has_avx2())):
-        return ISA_SCALAR
-    return ISA_AVX2
+    if want != "auto" and want not in ISA_NAMES:
+        raise ValueError(f"GPTOSS_NATIVE_ISA={want!r}: expected 'auto', 'amx', 'avx512', 'avx2' or 'scalar'")
+    if want == "auto":
+        ok = isa_supported()
+        return max(i for i, name in enumerate(ISA_NAMES) if not ok[name])
+    return ISA_NAMES.index(want)
+
+
+def flavours() -> dict[str, str]:
+    """Which kernel each op runs under the current GPTOSS_NATIVE_ISA (for `gptoss bench` and benchmarks/)."""
+    isa = _isa()
+    vec = ISA_NAMES[min(isa, ISA_AVX2)]  # the dense GEMV, attention and the fp32 MoE GEMM stop at AVX2
+    return {
+        "moe_decode": f"native {ISA_NAMES[min(isa, ISA_AVX512)]} GEMV",
+        "moe_prefill": "native amx GEMM (bf16 models; fp32: avx2)" if isa == ISA_AMX else f"native {vec} GEMM",
+        "linear_decode": f"native {vec} GEMV",
+        "linear_prefill": "torch bf16 GEMM (bf16 models)" if linear_gemm_bf16() else "torch fp32 GEMM (widened)",
+        "attention_decode": f"native {vec}",
+    }
 
 
 def _packed(t: torch.Tensor, shape: tuple[int, ...], name: str) -> None:
@@ -156,6 +192,36 @@ LINEAR_MAX_TOKENS = 8
 LINEAR_GEMV_MAX_TOKENS = 32
 LINEAR_SLICE_VALUES = 16 << 20
 _scratch = threading.local()
+# Past LINEAR_MAX_TOKENS, bf16 activations take torch's bf16 GEMM when True, the widened fp32 GEMM when False;
+# None = whichever _bf16_gemm_is_faster() measured (once, on first use). Tests force both.
+LINEAR_GEMM_BF16: bool | None = None
+_measured_bf16_faster: bool | None = None
+
+
+def linear_gemm_bf16() -> bool:
+    """Whether prefill projections of bf16 models use torch's bf16 GEMM (see LINEAR_GEMM_BF16)."""
+    global _measured_bf16_faster
+    if LINEAR_GEMM_BF16 is not None:
+        return LINEAR_GEMM_BF16
+    if _measured_bf16_faster is None:
+        _measured_bf16_faster = _bf16_gemm_is_faster()
+    return _measured_bf16_faster
+
+
+def _bf16_gemm_is_faster(T: int = 64, K: int = 1024, N: int = 1024, rounds: int = 3) -> bool:
+    """Times both prefill GEMMs on one small bf16 problem, alternating (a shared machine drifts), best of `rounds`:
+    ~5 ms on a CPU with AMX, ~30 ms on an AVX2-only one. Features alone do not say it: oneDNN's bf16 path also
+    depends on the torch build."""
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(T, K, generator=g).bfloat16(), torch.randn(N, K, generator=g).bfloat16()
+    times: dict[bool, list[float]] = {True: [], False: []}
+    with torch.no_grad():
+        for _ in range(rounds + 1):  # the first round only warms both up
+            for bf16 in (True, False):
+                t = time.perf_counter()
+                _ = torch.nn.functional.linear(x, w) if bf16 else _linear_gemm(x, w, None)
+                times[bf16].append(time.perf_counter() - t)
+    return min(times[True][1:]) < min(times[False][1:])
 
 
 def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
@@ -168,6 +234,8 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> t
     if w.dtype != torch.bfloat16 or not w.is_contiguous() or x.dtype not in (torch.float32, torch.bfloat16):
         return torch.nn.functional.linear(x, w.to(x.dtype), None if b is None else b.to(x.dtype))
     if T > LINEAR_GEMV_MAX_TOKENS:
+        if x.dtype == torch.bfloat16 and linear_gemm_bf16():
+            return torch.nn.functional.linear(x, w, None if b is None else b.to(torch.bfloat16))
         return _linear_gemm(x, w, b)
     xc = x.contiguous()
     bc = None if b is None else _fp32_or_bf16(b)

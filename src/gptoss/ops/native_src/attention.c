@@ -198,7 +198,7 @@ int gptoss_attention(const gptoss_attention_args *a) {
     if (rc != GPTOSS_OK) return rc;
     const prims *pr = &prims_scalar;
 #ifdef GPTOSS_HAVE_AVX2_KERNELS
-    if (a->isa == GPTOSS_ISA_AVX2 && a->D % 8 == 0) pr = &prims_avx2; /* other head sizes: the portable kernel */
+    if (a->isa >= GPTOSS_ISA_AVX2 && a->D % 8 == 0) pr = &prims_avx2; /* other head sizes: the portable kernel */
 #endif
     const int nt = a->nthreads > 0 ? a->nthreads : 1;
     const size_t G = (size_t)(a->Hq / a->Hkv);

@@ -108,7 +108,7 @@ static void run_item(void *ctx, int phase, int item, int worker) {
         const int nr = r_end - r0 < ROWS ? (int)(r_end - r0) : ROWS;
         const uint16_t *w = a->w + r0 * K;
 #ifdef GPTOSS_HAVE_AVX2_KERNELS
-        if (a->isa == GPTOSS_ISA_AVX2)
+        if (a->isa >= GPTOSS_ISA_AVX2) /* AVX-512 flavours: the AVX2 GEMV already streams W at the read bandwidth */
             rows_avx2(w, K, jb->xp, T, nr, out);
         else
 #endif

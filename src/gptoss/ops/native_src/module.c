@@ -15,7 +15,7 @@ static PyObject *raise_rc(int rc) {
         case GPTOSS_OK: Py_RETURN_NONE;
         case GPTOSS_EBADIDX: PyErr_SetString(PyExc_ValueError, "expert index out of range"); return NULL;
         case GPTOSS_ENOMEM: return PyErr_NoMemory();
-        case GPTOSS_EISA: PyErr_SetString(PyExc_RuntimeError, "this CPU lacks AVX2+FMA (or the build has no AVX2 kernels)"); return NULL;
+        case GPTOSS_EISA: PyErr_SetString(PyExc_RuntimeError, "this CPU lacks the instructions of the requested kernel flavour (or the build has none)"); return NULL;
         default: PyErr_SetString(PyExc_ValueError, "bad shape: sizes must be positive (H and I multiples of 32; at most 8 tokens for linear; Hq a multiple of Hkv; head_dim even)"); return NULL;
     }
 }
@@ -159,6 +159,16 @@ static PyObject *py_cpu_has_avx2(PyObject *self, PyObject *noargs) {
     return PyBool_FromLong(gptoss_cpu_has_avx2());
 }
 
+static PyObject *py_cpu_has_avx512(PyObject *self, PyObject *noargs) {
+    (void)self, (void)noargs;
+    return PyBool_FromLong(gptoss_cpu_has_avx512());
+}
+
+static PyObject *py_cpu_has_amx(PyObject *self, PyObject *noargs) {
+    (void)self, (void)noargs;
+    return PyBool_FromLong(gptoss_cpu_has_amx());
+}
+
 static PyObject *py_threaded(PyObject *self, PyObject *noargs) {
     (void)self, (void)noargs;
     return PyBool_FromLong(gptoss_pool_threaded());
@@ -171,6 +181,8 @@ static PyMethodDef methods[] = {
     {"rms_norm", py_rms_norm, METH_VARARGS, "rms_norm(pointers..., sizes..., flags...) -> None; see ops/native.py"},
     {"rope", py_rope, METH_VARARGS, "rope(pointers..., sizes..., flags...) -> None; see ops/native.py"},
     {"cpu_has_avx2", py_cpu_has_avx2, METH_NOARGS, "True when the CPU has AVX2 and FMA and the AVX2 kernels are built"},
+    {"cpu_has_avx512", py_cpu_has_avx512, METH_NOARGS, "True when the CPU has AVX-512 F/BW/VL/DQ (and AVX2+FMA)"},
+    {"cpu_has_amx", py_cpu_has_amx, METH_NOARGS, "True when the CPU has AVX-512 and AMX-BF16 and the OS granted the tile state"},
     {"threaded", py_threaded, METH_NOARGS, "True when built with threads (else the kernels run on the caller only)"},
     {NULL, NULL, 0, NULL},
 };

@@ -50,6 +50,9 @@ int gptoss_cpu_has_avx2(void) {
 
 int gptoss_isa_status(int isa) {
     if (isa == GPTOSS_ISA_AVX2 && !gptoss_cpu_has_avx2()) return GPTOSS_EISA;
+    if (isa == GPTOSS_ISA_AVX512 && !gptoss_cpu_has_avx512()) return GPTOSS_EISA;
+    if (isa == GPTOSS_ISA_AMX && !gptoss_cpu_has_amx()) return GPTOSS_EISA;
+    if (isa < GPTOSS_ISA_SCALAR || isa > GPTOSS_ISA_AMX) return GPTOSS_EISA;
     return GPTOSS_OK;
 }
 
@@ -61,6 +64,10 @@ typedef struct {
     int q16;      /* GEMV on int16 activations allowed (bf16 models with an ISA that has the q16 kernel) */
     int q16x;     /* ... and used for mlp1 (every block of x was in the quantiser's range) */
     int a_unfit;  /* set (atomically) by any mlp1 chunk whose SwiGLU block was out of range: mlp2 uses fp32 */
+    int amx;      /* GEMM on bf16 panels too (kern->gemm_bf16; bf16 models), unless x had a tiny block */
+    int a_tiny;   /* set (atomically) when a SwiGLU block is tiny (amx.c): mlp2 then uses the fp32 GEMM */
+    int n16;      /* amx: n rounded up to 16 */
+    size_t hxoff, haoff; /* amx: its bf16 panels of x (n16 * H) and of the SwiGLU outputs (n16 * I) */
     size_t pair0; /* first of its pairs in the sorted pair list */
     size_t xoff;  /* its activations: npad * H values at this offset in the fp32 buffer (and the int16 copy) */
     size_t aoff;  /* its SwiGLU outputs: npad * I values, likewise */
@@ -124,12 +131,18 @@ static void *alloc_aligned(size_t bytes) {
     return p;
 }
 
-/* fp32 activations of width K (xbuf/abuf) and, for q16 GEMV kernels, their int16 copies (same offsets) + scales. */
+/* fp32 activations of width K (xbuf/abuf) and, for q16 GEMV kernels, their int16 copies (same offsets) + scales;
+ * for the bf16 GEMM, bf16 panels (hi and, for the SwiGLU outputs, lo) at the plan's h*off. */
 typedef struct {
     float *f;
     int16_t *q;
     float *s;
+    uint16_t *h, *l;
 } act_buf;
+
+/* A 32-block whose largest magnitude is below 2^-40 but not zero: the bf16 GEMM flushes subnormal products and
+ * inputs, which would be a large part of such a block's contribution (bf16 bits: exponent < 127 - 40). */
+static inline int tiny_block(uint16_t maxbits) { return maxbits != 0 && maxbits < ((127 - 40) << 7); }
 
 static gptoss_gemv_act gemv_act(const expert_plan *pl, const act_buf *b, size_t off) {
     gptoss_gemv_act g = {b->f + off, b->q ? b->q + off : NULL, b->s ? b->s + off / 8 : NULL, pl->n};
@@ -149,6 +162,21 @@ static void gather_tokens(const gptoss_moe_args *a, expert_plan *pl, const int64
         const size_t t = (size_t)tok[pl->pair0 + j];
         for (size_t h = 0; h < H; h++) dst[s.base + permuted(h) * s.stride] = load_val(a->x, t * H + h, a->x_bf16);
     }
+    if (pl->amx) { /* x is bf16 here: its bits go to the panels as they are */
+        const uint16_t *xs = a->x;
+        for (int j = 0; j < pl->n16; j++) {
+            const size_t t = j < pl->n ? (size_t)tok[pl->pair0 + j] : 0;
+            for (size_t h = 0; h < H; h += GPTOSS_BLOCK) {
+                uint16_t mx = 0;
+                for (size_t q = 0; q < GPTOSS_BLOCK; q++) {
+                    const uint16_t v = j < pl->n ? xs[t * H + h + q] : 0;
+                    mx = (uint16_t)(v & 0x7FFF) > mx ? (uint16_t)(v & 0x7FFF) : mx;
+                    xb->h[pl->hxoff + gptoss_bf16_panel_index(H, j, h + q)] = v;
+                }
+                if (tiny_block(mx)) pl->amx = 0;
+            }
+        }
+    }
     int fit = pl->q16;
     for (int j = 0; fit && j < pl->n; j++) {
         const size_t o = pl->xoff + (size_t)j * H;
@@ -164,7 +192,10 @@ static void mlp1_item(const gptoss_moe_args *a, const gptoss_kernels *kern, expe
     const size_t row = (size_t)pl->e * I2 + (size_t)r0;
     const uint8_t *blocks = a->w1_blocks + row * G * 16;
     const uint8_t *scales = a->w1_scales + row * G;
-    if (pl->gemm) {
+    if (pl->amx) {
+        const gptoss_bf16_panels p = {xb->h + pl->hxoff, NULL, pl->n16};
+        kern->gemm_bf16(blocks, scales, (int)G, RC1, &p, xb->f + pl->xoff, pl->npad, res, wd);
+    } else if (pl->gemm) {
         kern->gemm(blocks, scales, (int)G, RC1, xb->f + pl->xoff, pl->npad, res, wd);
     } else {
         const gptoss_gemv_act x = gemv_act(pl, xb, pl->xoff);
@@ -184,6 +215,18 @@ static void mlp1_item(const gptoss_moe_args *a, const gptoss_kernels *kern, expe
             blk[gptoss_perm(i)] = swiglu(gate, lin, a->swiglu_limit);
         }
         for (size_t q = 0; q < GPTOSS_BLOCK; q++) dst[ds.base + (g * GPTOSS_BLOCK + q) * ds.stride] = blk[q];
+        if (pl->amx) { /* hi + lo bf16, natural order */
+            uint16_t mx = 0;
+            for (int i = 0; i < GPTOSS_BLOCK; i++) {
+                const float v = blk[gptoss_perm(i)];
+                const uint16_t hb = f32_to_bf16(v);
+                const size_t at = pl->haoff + gptoss_bf16_panel_index(I, j, g * GPTOSS_BLOCK + (size_t)i);
+                ab->h[at] = hb;
+                ab->l[at] = f32_to_bf16(v - bf16_to_f32(hb));
+                mx = (uint16_t)(hb & 0x7FFF) > mx ? (uint16_t)(hb & 0x7FFF) : mx;
+            }
+            if (tiny_block(mx)) __atomic_store_n(&pl->a_tiny, 1, __ATOMIC_RELAXED);
+        }
         if (pl->q16) {
             const size_t o = pl->aoff + (size_t)j * I;
             if (!quantize_block(blk, GI, g, ab->q + o, ab->s + o / 8))
@@ -200,7 +243,10 @@ static void mlp2_item(const gptoss_moe_args *a, const gptoss_kernels *kern, cons
         const size_t row = (size_t)pl->e * H + (size_t)n0;
         const uint8_t *blocks = a->w2_blocks + row * G * 16;
         const uint8_t *scales = a->w2_scales + row * G;
-        if (pl->gemm) {
+        if (pl->amx && !__atomic_load_n(&pl->a_tiny, __ATOMIC_RELAXED)) {
+            const gptoss_bf16_panels p = {ab->h + pl->haoff, ab->l + pl->haoff, pl->n16};
+            kern->gemm_bf16(blocks, scales, (int)G, RC2, &p, ab->f + pl->aoff, pl->npad, res, wd);
+        } else if (pl->gemm) {
             kern->gemm(blocks, scales, (int)G, RC2, ab->f + pl->aoff, pl->npad, res, wd);
         } else {
             const gptoss_gemv_act act = gemv_act(pl, ab, pl->aoff);
@@ -252,6 +298,8 @@ int gptoss_moe(const gptoss_moe_args *a) {
     const gptoss_kernels *kern = &gptoss_kernels_scalar;
 #ifdef GPTOSS_HAVE_AVX2_KERNELS
     if (a->isa == GPTOSS_ISA_AVX2) kern = &gptoss_kernels_avx2;
+    if (a->isa == GPTOSS_ISA_AVX512) kern = &gptoss_kernels_avx512;
+    if (a->isa == GPTOSS_ISA_AMX) kern = &gptoss_kernels_amx;
 #endif
     if (a->H <= 0 || a->I <= 0 || a->H % GPTOSS_BLOCK || a->I % GPTOSS_BLOCK || a->T < 0 || a->k < 0 || a->E <= 0)
         return GPTOSS_ESHAPE;
@@ -266,14 +314,14 @@ int gptoss_moe(const gptoss_moe_args *a) {
     int64_t *tok = malloc(P * sizeof(int64_t));
     float *wgt = malloc(P * sizeof(float));
     expert_plan *plans = malloc(((size_t)a->E < P ? (size_t)a->E : P) * sizeof(expert_plan));
-    act_buf xb = {NULL, NULL, NULL}, ab = {NULL, NULL, NULL};
+    act_buf xb = {NULL, NULL, NULL, NULL, NULL}, ab = {NULL, NULL, NULL, NULL, NULL};
     float *scratch = NULL;
     if (!count || !tok || !wgt || !plans) goto done;
 
     /* Counting sort of the pairs by expert; stable, so each expert's tokens stay in ascending order. */
     for (size_t i = 0; i < P; i++) count[a->expert_idx[i] + 1]++;
-    int nplans = 0, any_q16 = 0;
-    size_t xfl = 0, afl = 0, maxpad = 0;
+    int nplans = 0, any_q16 = 0, any_amx = 0;
+    size_t xfl = 0, afl = 0, maxpad = 0, hxfl = 0, hafl = 0;
     for (int64_t e = 0; e < a->E; e++) {
         const size_t n = count[e + 1];
         count[e + 1] += count[e];
@@ -284,7 +332,14 @@ int gptoss_moe(const gptoss_moe_args *a) {
         pl->gemm = (int)n >= a->gemm_min_tokens;
         pl->npad = pl->gemm ? (int)((n + 7) & ~(size_t)7) : (int)n;
         pl->q16 = !pl->gemm && a->x_bf16 && kern->gemv_q16 != NULL;
-        pl->q16x = pl->a_unfit = 0;
+        pl->q16x = pl->a_unfit = pl->a_tiny = 0;
+        pl->amx = pl->gemm && a->x_bf16 && kern->gemm_bf16 != NULL;
+        pl->n16 = pl->amx ? (int)((n + 15) & ~(size_t)15) : 0;
+        pl->hxoff = hxfl;
+        pl->haoff = hafl;
+        hxfl += (size_t)pl->n16 * H;
+        hafl += (size_t)pl->n16 * I;
+        any_amx |= pl->amx;
         pl->pair0 = count[e];
         pl->xoff = xfl;
         pl->aoff = afl;
@@ -300,7 +355,10 @@ int gptoss_moe(const gptoss_moe_args *a) {
     }
 
     const int nt = a->nthreads > 0 ? a->nthreads : 1;
-    const size_t res_fl = (size_t)RC1 * maxpad, wd_fl = (size_t)RC1 * GPTOSS_KC;
+    const size_t res_fl = (size_t)RC1 * maxpad;
+    /* The bf16 GEMM decodes whole rows (RC1 x max(H, I) bf16) instead of K slices of fp32. */
+    size_t wd_fl = (size_t)RC1 * GPTOSS_KC;
+    if (any_amx && (size_t)RC1 * (H > I ? H : I) / 2 > wd_fl) wd_fl = (size_t)RC1 * (H > I ? H : I) / 2;
     const size_t per_worker = (res_fl + wd_fl + 15) & ~(size_t)15;
     xb.f = alloc_aligned(xfl * sizeof(float));
     ab.f = alloc_aligned(afl * sizeof(float));
@@ -313,6 +371,12 @@ int gptoss_moe(const gptoss_moe_args *a) {
         ab.q = alloc_aligned(afl * sizeof(int16_t));
         ab.s = alloc_aligned(afl / 8 * sizeof(float));
         if (!xb.q || !xb.s || !ab.q || !ab.s) goto done;
+    }
+    if (any_amx) { /* calloc: the padding tokens of the SwiGLU panels must read as zeros */
+        xb.h = alloc_aligned(hxfl * sizeof(uint16_t));
+        ab.h = calloc(hafl ? hafl : 1, sizeof(uint16_t));
+        ab.l = calloc(hafl ? hafl : 1, sizeof(uint16_t));
+        if (!xb.h || !ab.h || !ab.l) goto done;
     }
 
     job jb = {a, kern, plans, nplans, (int)(2 * I / RC1), 0, tok, wgt, xb, ab, scratch, res_fl, per_worker};
@@ -334,6 +398,9 @@ done:
     free(ab.f);
     free(ab.q);
     free(ab.s);
+    free(xb.h);
+    free(ab.h);
+    free(ab.l);
     free(scratch);
     return rc;
 }

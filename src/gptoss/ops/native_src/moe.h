@@ -60,7 +60,9 @@ static inline void gptoss_token_panel(int npad, int j, int *col0, int *wp, int *
 #define GPTOSS_KC 512
 #endif
 
-enum { GPTOSS_ISA_SCALAR = 0, GPTOSS_ISA_AVX2 = 1 };
+/* Kernel flavours, slowest first. AVX512 = AVX-512 F/BW/VL/DQ GEMVs (GEMM as AVX2); AMX = those GEMVs plus the
+ * AMX-BF16 GEMM for bf16 activations (amx.c). */
+enum { GPTOSS_ISA_SCALAR = 0, GPTOSS_ISA_AVX2 = 1, GPTOSS_ISA_AVX512 = 2, GPTOSS_ISA_AMX = 3 };
 
 extern float gptoss_scale_table[256];    /* 2^(s - 128): E8M0 scale with the 1/2 of code2 folded in */
 extern float gptoss_scale_table_q16[256]; /* 2^(s - 136): as above, also undoing the q16 kernels' code << 8 */
@@ -80,6 +82,18 @@ static inline size_t gptoss_q16_index(size_t G, size_t g, int e) {
 
 /* GEMV activations: nt token rows of K values. `xf` is fp32 in block-permuted order; the q16 kernels read instead
  * `xq` (int16 quantised per 32-block, q16 layout above) with block scales xs4 (each repeated 4x: K/8 per row). */
+/* GEMM activations for the bf16 (AMX) kernel: n16 tokens (a multiple of 16) in panels of 16, panel p at
+ * p * 16 * K, element (token t, feature k) at (k/2) * 32 + 2t + (k & 1), natural feature order (the tile layout
+ * of AMX's second operand). `lo`, when not NULL, holds x - hi rounded again (hi + lo carries ~16 bits). */
+typedef struct {
+    const uint16_t *hi, *lo;
+    int n16;
+} gptoss_bf16_panels;
+
+static inline size_t gptoss_bf16_panel_index(size_t K, int t, size_t k) {
+    return (size_t)(t / 16) * 16 * K + (k >> 1) * 32 + (size_t)(t % 16) * 2 + (k & 1);
+}
+
 typedef struct {
     const float *xf;
     const int16_t *xq;
@@ -100,12 +114,19 @@ typedef struct {
      * nrows * KC floats. */
     void (*gemm)(const uint8_t *blocks, const uint8_t *scales, int G, int nrows, const float *xp, int npad, float *c,
                  float *wd);
+    /* The same product from bf16 panels (gptoss_bf16_panels), results in the same layout as gemm's; NULL when the
+     * ISA has none. It may fall back to gemm on xp (e.g. scales whose weights are subnormal). `wd` holds
+     * nrows * K / 2 floats. */
+    void (*gemm_bf16)(const uint8_t *blocks, const uint8_t *scales, int G, int nrows, const gptoss_bf16_panels *xb,
+                      const float *xp, int npad, float *c, float *wd);
 } gptoss_kernels;
 
 extern const gptoss_kernels gptoss_kernels_scalar;
 #if defined(__x86_64__) || defined(_M_X64)
 #define GPTOSS_HAVE_AVX2_KERNELS 1
 extern const gptoss_kernels gptoss_kernels_avx2;
+extern const gptoss_kernels gptoss_kernels_avx512; /* kernels_avx512.c */
+extern const gptoss_kernels gptoss_kernels_amx;    /* amx.c */
 #endif
 
 typedef struct {
@@ -131,7 +152,9 @@ enum { GPTOSS_OK = 0, GPTOSS_EBADIDX = 1, GPTOSS_ENOMEM = 2, GPTOSS_EISA = 3, GP
 
 int gptoss_moe(const gptoss_moe_args *a);
 int gptoss_cpu_has_avx2(void);
-/* GPTOSS_OK when kernels of this ISA can run here (AVX2: built and the CPU has AVX2+FMA), else GPTOSS_EISA. */
+int gptoss_cpu_has_avx512(void); /* kernels_avx512.c: AVX-512 F/BW/VL/DQ */
+int gptoss_cpu_has_amx(void);    /* amx.c: AVX-512 + AMX-BF16, and Linux granted this process the tile state */
+/* GPTOSS_OK when kernels of this ISA can run here (built and the CPU has the features), else GPTOSS_EISA. */
 int gptoss_isa_status(int isa);
 void gptoss_init_tables(void);
 

@@ -1,0 +1,23 @@
+/* Shared by the AVX-512 and AMX kernels (kernels_avx512.c, amx.c): per-function target attributes, like avx2.h, so
+ * the library still loads on any x86-64; these run only after gptoss_isa_status says the CPU has the features. */
+#ifndef GPTOSS_AVX512_H
+#define GPTOSS_AVX512_H
+
+#include "moe.h"
+
+#ifdef GPTOSS_HAVE_AVX2_KERNELS
+#include <immintrin.h>
+
+#define TGT512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512dq")))
+
+/* The MoE GEMVs of the AVX512 flavour; the AMX flavour uses them too (AMX only pays with many tokens). */
+void gptoss_gemv_f32_avx512(const uint8_t *blocks, const uint8_t *scales, int G, int nrows, const gptoss_gemv_act *x,
+                            float *y);
+void gptoss_gemv_q16_avx512(const uint8_t *blocks, const uint8_t *scales, int G, int nrows, const gptoss_gemv_act *x,
+                            float *y);
+/* The fp32 GEMM both flavours share with AVX2 (a forwarder: the AVX2 table is not a constant expression). */
+void gptoss_gemm_f32_avx512(const uint8_t *blocks, const uint8_t *scales, int G, int nrows, const float *xp, int npad,
+                            float *c, float *wd);
+#endif
+
+#endif
