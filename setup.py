@@ -23,6 +23,7 @@ SOURCES = [
         "kernels_scalar.c", "kernels_avx2.c", "kernels_avx512.c", "amx.c",
     )
 ]  # fmt: skip
+HEADERS = ("moe.h", "dense.h", "attention.h", "norm.h", "bf16.h", "avx2.h", "avx512.h", "pool.h")
 
 
 def _say(msg: str) -> None:
@@ -71,7 +72,7 @@ if os.environ.get("GPTOSS_BUILD_NATIVE", "1") != "0":
         Extension(
             "gptoss.ops.native_ext",
             sources=SOURCES,
-            depends=[str(SRC / h) for h in ("moe.h", "dense.h", "attention.h", "norm.h", "bf16.h", "avx2.h", "avx512.h", "pool.h")],
+            depends=[str(SRC / h) for h in HEADERS],
             include_dirs=[str(SRC)],
         )
     )

@@ -115,6 +115,8 @@ def print_table(r: dict[str, Any], g: dict[str, Any], ll: dict[str, Any]) -> Non
         f" {r['bytes_per_token_gb']} GB/token -> decode ceiling {r['decode_ceiling_tok_s']} tok/s"
     )
     print(f"gptoss: {g.get('ops_backend')} ops, {g.get('dtype')}; llama.cpp: llama-cpp-python {ll['llama_cpp_python']}")
+    for op, flavour in g.get("kernels", {}).items():
+        print(f"gptoss kernel {op}: {flavour}")
     header = ("", "gptoss", "llama.cpp", "gptoss/llama.cpp")
     width = max(len(str(row[0])) for row in rows)
     print(f"{header[0]:<{width}}  {header[1]:>10}  {header[2]:>10}  {header[3]:>16}")

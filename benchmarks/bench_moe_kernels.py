@@ -102,6 +102,7 @@ def main() -> None:
     per_expert = packed_bytes_per_expert(weights)
     token_bytes = K * per_expert
     res: dict[str, object] = {"benchmark": "moe_kernels", "cpu": cpu_model(), "threads": args.threads}
+    res["kernels"] = {k: v for k, v in native.flavours().items() if k.startswith("moe")}  # GPTOSS_NATIVE_ISA picks
     res |= {"E": E, "H": H, "I": I, "k": K, "packed_bytes_per_token": token_bytes}
     table = []
 

@@ -19,3 +19,19 @@ def test_bench_reports_json(tiny_dir: Path, capsys: pytest.CaptureFixture[str]) 
 def test_bench_bad_counts(tiny_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--model", str(tiny_dir), "--prompt-tokens", "0"]) == 2
     assert "--prompt-tokens must be >= 1" in capsys.readouterr().err
+
+
+def test_bench_says_which_kernels_ran(
+    tiny_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gptoss import ops
+
+    if ops.BACKEND != "native":
+        pytest.fail(f"the native kernels are not in use ({ops.FALLBACK_REASON}); CI builds them")
+    monkeypatch.setenv("GPTOSS_NATIVE_ISA", "scalar")
+    args = ["bench", "--model", str(tiny_dir), "--prompt-tokens", "9", "--decode-tokens", "1", "--threads", "1"]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    kernels = json.loads(lines[-1])["kernels"]
+    assert kernels["moe_decode"] == "native scalar GEMV" and kernels["moe_prefill"] == "native scalar GEMM"
+    assert "kernels.moe_decode native scalar GEMV" in [" ".join(line.split()) for line in lines]

@@ -12,6 +12,9 @@ in another order: |native - ref| <= 1e-5 * (|x| @ |w|^T + |b|) elementwise. A bf
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -99,3 +102,43 @@ def test_gemm_inside_and_outside_inference_mode() -> None:
     check(x, w, None)
     with torch.inference_mode():
         check(x, w, None)
+
+
+@pytest.mark.parametrize("bf16_gemm", [True, False])
+@pytest.mark.parametrize("bias", ["none", "bf16", "fp32"])
+def test_prefill_gemm_both_ways(monkeypatch: pytest.MonkeyPatch, bf16_gemm: bool, bias: str) -> None:
+    # Past LINEAR_MAX_TOKENS, bf16 activations take torch's bf16 GEMM or the widened fp32 one (forced here; the
+    # default is measured): both are one fp32 accumulation rounded once. An fp32 bias always takes the fp32 GEMM.
+    monkeypatch.setattr(native, "LINEAR_GEMM_BF16", bf16_gemm)
+    g = torch.Generator().manual_seed(7)
+    x, w = torch.randn(40, 2880, generator=g).bfloat16(), torch.randn(130, 2880, generator=g).bfloat16()
+    b = {"none": None, "bf16": torch.randn(130, generator=g).bfloat16(), "fp32": torch.randn(130, generator=g)}[bias]
+    check(x, w, b)
+    check(x.float(), w, b)  # fp32 activations never take the bf16 GEMM
+
+
+def test_the_prefill_gemm_choice_is_measured_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(native, "LINEAR_GEMM_BF16", None)
+    monkeypatch.setattr(native, "_measured_bf16_faster", None)
+    monkeypatch.setattr(native, "_bf16_gemm_is_faster", lambda: calls.append(1) or True)
+    assert native.linear_gemm_bf16() and native.linear_gemm_bf16()
+    assert calls == [1]
+    assert native.flavours()["linear_prefill"] == "torch bf16 GEMM (bf16 models)"
+
+
+@pytest.mark.parametrize("slow", ["bf16", "fp32"])
+def test_the_measurement_picks_the_faster_gemm(monkeypatch: pytest.MonkeyPatch, slow: str) -> None:
+    # Either GEMM slowed down by 20 ms a call: the measurement must pick the other one.
+    def slowed(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        def run(*args: object) -> torch.Tensor:
+            time.sleep(0.02)
+            return fn(*args)
+
+        return run
+
+    if slow == "bf16":
+        monkeypatch.setattr(torch.nn.functional, "linear", slowed(torch.nn.functional.linear))
+    else:
+        monkeypatch.setattr(native, "_linear_gemm", slowed(native._linear_gemm))
+    assert native._bf16_gemm_is_faster(T=16, K=64, N=64, rounds=1) is (slow == "fp32")

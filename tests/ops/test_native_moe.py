@@ -349,3 +349,26 @@ def test_fp16_inputs_and_chunked_calls(isa: str, monkeypatch: pytest.MonkeyPatch
             out = run_native(xd, idx, w, weights, path)
             assert out.dtype == dtype
             assert_matches(out, ref, f"{dtype} {path}")
+
+
+def test_flavour_switch_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    x, idx, w, weights = make_case(4, 2, 3, 64, 32, seed=1)
+    monkeypatch.setenv("GPTOSS_NATIVE_ISA", "avx1024")
+    expected = "GPTOSS_NATIVE_ISA='avx1024': expected 'auto', 'amx', 'avx512', 'avx2' or 'scalar'"
+    with pytest.raises(ValueError, match=expected):
+        native.moe_experts(x, idx, w, *weights, LIMIT)
+    # auto = the fastest flavour this build and CPU can run
+    monkeypatch.setenv("GPTOSS_NATIVE_ISA", "auto")
+    ok = native.isa_supported()
+    assert native.ISA_NAMES[native._isa()] == [n for n in native.ISA_NAMES if not ok[n]][-1]
+    assert native.flavours()["moe_decode"].startswith("native ")
+
+
+def test_a_flavour_the_kernels_cannot_run_is_an_error() -> None:
+    # What the C side answers when asked for a flavour it cannot run (on CPUs without AVX-512, isa=2 does the same).
+    x, idx, w, weights = make_case(4, 2, 3, 64, 32, seed=1)
+    out = torch.empty(3, 64)
+    ext = native._require()
+    ptrs = [t.data_ptr() for t in (x, idx, w, *weights, out)]
+    with pytest.raises(RuntimeError, match="lacks the instructions of the requested kernel flavour"):
+        ext.moe(*ptrs, 3, 2, 4, 64, 32, 0, 0, 0, LIMIT, 9, 1, 6)

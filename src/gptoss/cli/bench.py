@@ -62,6 +62,7 @@ def measure(model_dir: str, prompt_tokens: int, decode_tokens: int, threads: int
         "prefill_tok_s": round(prompt_tokens / prefill_s, 3),
         "decode_tokens": decode_tokens,
         "decode_tok_s": round(decode_tokens / decode_s, 4) if decode_tokens else None,
+        "kernels": ops.native.flavours() if ops.BACKEND == "native" else {},
     }
 
 
@@ -73,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
     result = measure(args.model, args.prompt_tokens, args.decode_tokens, args.threads)
     if not args.json:
         for k, v in result.items():
-            print(f"{k:<18} {v}")
+            if isinstance(v, dict):  # which kernel flavour each op ran
+                for op, flavour in v.items():
+                    print(f"{k + '.' + op:<18} {flavour}")
+            else:
+                print(f"{k:<18} {v}")
     print(json.dumps(result))
     return 0

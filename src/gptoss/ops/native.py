@@ -234,8 +234,9 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> t
     if w.dtype != torch.bfloat16 or not w.is_contiguous() or x.dtype not in (torch.float32, torch.bfloat16):
         return torch.nn.functional.linear(x, w.to(x.dtype), None if b is None else b.to(x.dtype))
     if T > LINEAR_GEMV_MAX_TOKENS:
-        if x.dtype == torch.bfloat16 and linear_gemm_bf16():
-            return torch.nn.functional.linear(x, w, None if b is None else b.to(torch.bfloat16))
+        # oneDNN adds a bf16 bias in fp32 before its one rounding; an fp32 bias would need a second one.
+        if x.dtype == torch.bfloat16 and (b is None or b.dtype == torch.bfloat16) and linear_gemm_bf16():
+            return torch.nn.functional.linear(x, w, b)
         return _linear_gemm(x, w, b)
     xc = x.contiguous()
     bc = None if b is None else _fp32_or_bf16(b)

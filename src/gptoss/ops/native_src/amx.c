@@ -30,6 +30,7 @@
 /* Smallest scale byte a chunk may have: weights >= 2^(64-128). With activation blocks >= 2^-40 (moe.c), products
  * of the large elements stay far above fp32's subnormal range (2^-126), so the flushing changes nothing there. */
 #define AMX_MIN_SCALE 64
+#define PREFETCH_AHEAD 4096
 
 static int amx_permitted(void) {
 #if defined(__linux__) && defined(SYS_arch_prctl)
@@ -63,6 +64,8 @@ static TGTAMX void decode_rows_bf16(const uint8_t *blocks, const uint8_t *scales
     const __m512 lut = _mm512_setr_ps(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
     const __m512i nib = _mm512_set1_epi32(15), top = _mm512_set1_epi32((int)0xFFFF0000u);
     for (size_t rg = 0; rg < (size_t)nrows * (size_t)G; rg++) {
+        /* The weights come from DRAM, read once per call: without this the loads stall (~1/3 of the time). */
+        if ((rg & 3) == 0) _mm_prefetch((const char *)(blocks + rg * 16 + PREFETCH_AHEAD), _MM_HINT_T0);
         const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(blocks + rg * 16)));
         const __m512 s = _mm512_set1_ps(gptoss_scale_table[scales[rg]]);
         const __m512 ev = _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_and_si512(v, nib), lut), s);
