@@ -1,0 +1,103 @@
+"""The demo model's synthetic training data: seeded harmony conversations for the four task families.
+
+Each conversation goes through the server's own request conversion (system message with the reasoning effort and
+date, developer message with instructions, function tools and response format, the python tool's section), so
+the model is trained on exactly the prompts `gptoss serve` renders. The reasoning before the answer grows with the
+effort: low keeps the first sentence of the task's reasoning, medium three, high all six.
+
+`python -m gptoss.demo.data OUT.jsonl --count N --seed S` writes them in harmony JSON (`Conversation.to_json()`),
+the form `gptoss finetune` reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gptoss.demo.tasks import FAMILIES, Task
+from gptoss.finetune.data import training_conversation
+from gptoss.harmony import Conversation, ReasoningEffort, ToolNamespaceConfig
+from gptoss.server.conversation import Item, PromptSpec, Reasoning
+
+THOUGHTS_BY_EFFORT = {ReasoningEffort.LOW: 1, ReasoningEffort.MEDIUM: 3, ReasoningEffort.HIGH: 6}
+FIRST_DAY = datetime.date(2025, 1, 1)
+
+
+@dataclass(frozen=True)
+class Sample:
+    task: Task
+    effort: ReasoningEffort
+    date: str  # YYYY-MM-DD, the conversation start date the server writes into its system message
+
+    def prompt(self) -> PromptSpec:
+        """What a client sends: the user's words, tools, response format, effort (items end with the user)."""
+        t = self.task
+        builtin = (ToolNamespaceConfig.python(),) if t.python else ()
+        return PromptSpec(
+            t.prompt,
+            instructions=t.instructions,
+            tools=t.tools,
+            effort=self.effort,
+            response_format=t.response_format,
+            date=self.date,
+            items_param="messages",
+            builtin=builtin,
+        )
+
+    def reasoning(self) -> str:
+        return " ".join(self.task.thoughts[: THOUGHTS_BY_EFFORT[self.effort]])
+
+    def conversation(self) -> Conversation:
+        """The prompt followed by the assistant turn: reasoning, then the task's calls, replies and answer."""
+        prompt = self.prompt()
+        items: tuple[Item, ...] = (*prompt.items, Reasoning(self.reasoning()), *self.task.turn)
+        return training_conversation(dataclasses.replace(prompt, items=items))
+
+
+def sample(rng: random.Random, family: str) -> Sample:
+    task = FAMILIES[family](rng)
+    effort = rng.choice(list(THOUGHTS_BY_EFFORT))
+    date = FIRST_DAY + datetime.timedelta(days=rng.randrange(3 * 365))
+    return Sample(task, effort, date.isoformat())
+
+
+def generate(count: int, seed: int, families: Sequence[str] | None = None) -> list[Sample]:
+    """`count` samples, the families taken in turn (so each is present in equal share); same seed, same list."""
+    chosen = list(families or FAMILIES)
+    unknown = [f for f in chosen if f not in FAMILIES]
+    if unknown:
+        raise ValueError(f"unknown task family {unknown[0]!r} (expected one of {', '.join(FAMILIES)})")
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
+    rng = random.Random(seed)
+    return [sample(rng, chosen[i % len(chosen)]) for i in range(count)]
+
+
+def jsonl_lines(samples: Sequence[Sample]) -> Iterator[str]:
+    for s in samples:
+        yield s.conversation().to_json()
+
+
+def write_jsonl(samples: Sequence[Sample], path: Path) -> None:
+    path.write_text("".join(line + "\n" for line in jsonl_lines(samples)), encoding="utf-8")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m gptoss.demo.data", description=__doc__)
+    parser.add_argument("out", type=Path, help="JSONL file to write")
+    parser.add_argument("--count", type=int, default=4000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        write_jsonl(generate(args.count, args.seed), args.out)
+    except ValueError as e:
+        parser.error(str(e))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+import json
+import statistics
+from collections import Counter
+
+import pytest
+
+from gptoss.demo import data
+from gptoss.finetune.data import encode_line, render_with_mask
+from gptoss.harmony import Conversation, HarmonyEncodingName, ReasoningEffort, Role, load_harmony_encoding
+from gptoss.server.conversation import NO_AUTO_DROP
+
+
+@pytest.fixture(scope="module")
+def encoding():
+    return load_harmony_encoding(HarmonyEncodingName.HARMONY_GPT_OSS)
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return data.generate(80, seed=3)
+
+
+def test_same_seed_same_conversations_other_seed_others():
+    a = list(data.jsonl_lines(data.generate(12, seed=7)))
+    assert a == list(data.jsonl_lines(data.generate(12, seed=7)))
+    assert a != list(data.jsonl_lines(data.generate(12, seed=8)))
+
+
+def test_every_family_present_in_equal_share(samples):
+    counts = Counter(s.task.family for s in samples)
+    assert counts == {"arithmetic": 20, "function": 20, "extraction": 20, "chat": 20}
+
+
+def test_every_conversation_renders_and_round_trips_through_the_parser(samples, encoding):
+    for s in samples:
+        conversation = s.conversation()
+        tokens = encoding.render_conversation_for_training(conversation, NO_AUTO_DROP)
+        parsed = encoding.parse_messages_from_completion_tokens(tokens, None)
+        assert [(m.author.role, m.channel, m.recipient) for m in parsed] == [
+            (m.author.role, m.channel, m.recipient) for m in conversation.messages
+        ]
+        assert encoding.render_conversation_for_training(Conversation.from_messages(parsed), NO_AUTO_DROP) == tokens
+
+
+def test_jsonl_lines_are_what_finetune_reads(samples, encoding):
+    for s, line in zip(samples[:8], data.jsonl_lines(samples[:8]), strict=True):
+        tokens, mask = encode_line(line, encoding, 2048)
+        assert (tokens, mask) == render_with_mask(s.conversation(), encoding)
+        assert encoding.decode(tokens).endswith("<|return|>") and mask[-1] == 1
+
+
+def test_system_and_developer_messages_are_the_servers(samples):
+    for s in samples:
+        messages = s.conversation().messages
+        system = messages[0].content[0]
+        assert messages[0].author.role is Role.SYSTEM
+        assert system.reasoning_effort is s.effort and system.conversation_start_date == s.date
+        assert ("python" in (system.tools or {})) == s.task.python
+        developer = [m for m in messages if m.author.role is Role.DEVELOPER]
+        assert bool(developer) == bool(s.task.tools or s.task.response_format or s.task.instructions)
+
+
+def test_turn_shape_per_family(samples):
+    for s in samples:
+        assistant = [m for m in s.conversation().messages if m.author.role is Role.ASSISTANT]
+        assert assistant[0].channel == "analysis" and assistant[-1].channel == "final"
+        recipients = [m.recipient for m in assistant if m.recipient]
+        expected = {"arithmetic": ["python"], "function": [f"functions.{s.task.expected.get('name')}"]}
+        assert recipients == expected.get(s.task.family, [])
+        if s.task.family == "extraction":
+            assert json.loads(assistant[-1].content[0].text) == s.task.expected["fields"]
+
+
+def test_analysis_grows_with_effort(samples, encoding):
+    lengths: dict[ReasoningEffort, list[int]] = {e: [] for e in ReasoningEffort}
+    for s in samples:
+        lengths[s.effort].append(len(encoding.encode(s.reasoning(), allowed_special=set())))
+    low, medium, high = (statistics.median(lengths[e]) for e in ReasoningEffort)
+    assert low < medium < high
+
+
+def test_bad_requests_are_named():
+    with pytest.raises(ValueError, match="unknown task family 'poetry'"):
+        data.generate(4, 0, ["arithmetic", "poetry"])
+    with pytest.raises(ValueError, match="count must be at least 1, got 0"):
+        data.generate(0, 0)
+
+
+def test_main_writes_the_file(tmp_path, encoding):
+    out = tmp_path / "train.jsonl"
+    data.main([str(out), "--count", "5", "--seed", "1"])
+    lines = out.read_text().splitlines()
+    assert lines == list(data.jsonl_lines(data.generate(5, 1)))
