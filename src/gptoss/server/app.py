@@ -12,11 +12,11 @@ from typing import Any, Literal, TypeVar
 
 import pydantic
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gptoss.engine import Engine
-from gptoss.server import chat_completions, completions, responses
+from gptoss.server import chat_completions, completions, responses, webchat
 from gptoss.server.config import ServerConfig
 from gptoss.server.errors import ApiError, bad_request, install_error_handlers, validation_error
 from gptoss.server.inflight import CancelOnExit
@@ -164,6 +164,10 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
         if not engine.ready:
             raise ApiError(503, "The model is still loading.", code="model_loading", headers={"Retry-After": "1"})
         return JSONResponse({"status": "ok", "model": config.model_name})
+
+    @app.get("/", include_in_schema=False)
+    async def web_chat() -> HTMLResponse:
+        return HTMLResponse(webchat.page(config))  # public: the page asks for the API key itself
 
     app.include_router(api_routes(state))
     return app
