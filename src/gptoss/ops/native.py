@@ -53,8 +53,11 @@ ISA_SCALAR, ISA_AVX2, ISA_AVX512, ISA_AMX = 0, 1, 2, 3
 ISA_NAMES = ("scalar", "avx2", "avx512", "amx")
 # An expert with at least this many tokens takes the GEMM path (weights decoded once per K slice into fp32 and
 # reused across tokens); fewer take the GEMV path (decoded in registers, per group of <= 4 tokens). None = the
-# measured crossover: about 14 tokens for the int16 GEMV (bf16 inputs), 6 for the fp32 one. Tests force a path.
+# measured crossover per flavour, GEMM_CROSSOVER[isa][bf16 inputs]. Tests force a path.
 GEMM_MIN_TOKENS: int | None = None
+# AVX2 (Zen 3): ~14 tokens for the int16 GEMV, 6 for the fp32 one. Sapphire Rapids, paired CPU-time runs at 20b
+# shapes: avx512's GEMVs beat the (AVX2) fp32 GEMM up to ~32 tokens (bf16) / ~12 (fp32); amx's AMX GEMM wins from ~5.
+GEMM_CROSSOVER = {ISA_SCALAR: (6, 6), ISA_AVX2: (6, 14), ISA_AVX512: (12, 32), ISA_AMX: (12, 6)}
 # Tokens per kernel call: bounds the gathered-activation buffers ((T*k) * (H+I) fp32) for long prompts.
 MAX_TOKENS_PER_CALL = 1024
 
@@ -164,7 +167,7 @@ def moe_experts(
     out = torch.empty(T, H, dtype=torch.float32)
     x_bf16 = xc.dtype == torch.bfloat16
     isa = _isa()
-    gemm_min = GEMM_MIN_TOKENS or (14 if x_bf16 and isa == ISA_AVX2 else 6)
+    gemm_min = GEMM_MIN_TOKENS or GEMM_CROSSOVER[isa][x_bf16]
     weights = (
         mlp1_blocks.data_ptr(), mlp1_scales.data_ptr(), b1.data_ptr(),
         mlp2_blocks.data_ptr(), mlp2_scales.data_ptr(), b2.data_ptr(),

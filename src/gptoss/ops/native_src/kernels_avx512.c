@@ -56,8 +56,8 @@ static TGT512 AINL512 void row_dot_q16(const uint8_t *br, const uint8_t *sr, int
                                        size_t ldx, int NJ, float *y) {
     const __m512i lut = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12));
     const __m512i nib = _mm512_set1_epi8(0x0F), hi = _mm512_set1_epi16((short)0xFF00);
-    __m512 acc[4];
-    for (int j = 0; j < NJ; j++) acc[j] = _mm512_setzero_ps();
+    __m512 acc[4], acc2[4]; /* even / odd pairs: two FMA chains per token */
+    for (int j = 0; j < NJ; j++) acc[j] = acc2[j] = _mm512_setzero_ps();
     int g = 0;
     for (; g + 1 < G; g += 2) {
         if ((g & 3) == 0) _mm_prefetch((const char *)(br + (size_t)g * 16 + PREFETCH_AHEAD), _MM_HINT_T0);
@@ -73,7 +73,10 @@ static TGT512 AINL512 void row_dot_q16(const uint8_t *br, const uint8_t *sr, int
             const __m512i pr = _mm512_add_epi32(_mm512_madd_epi16(w01, _mm512_loadu_si512((const void *)xg)),
                                                 _mm512_madd_epi16(w23, _mm512_loadu_si512((const void *)(xg + 32))));
             const __m512 xs = _mm512_broadcast_f32x8(_mm256_loadu_ps(xs4 + (size_t)j * (ldx / 8) + (size_t)g * 4));
-            acc[j] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(pr), xs), s, acc[j]);
+            if (g & 2)
+                acc2[j] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(pr), xs), s, acc2[j]);
+            else
+                acc[j] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(pr), xs), s, acc[j]);
         }
     }
     if (g < G) { /* a last unpaired block: 128-bit, as in the AVX2 kernel */
@@ -95,7 +98,7 @@ static TGT512 AINL512 void row_dot_q16(const uint8_t *br, const uint8_t *sr, int
             acc[j] = _mm512_add_ps(acc[j], _mm512_zextps128_ps512(_mm_mul_ps(t, s)));
         }
     }
-    for (int j = 0; j < NJ; j++) y[j] = _mm512_reduce_add_ps(acc[j]);
+    for (int j = 0; j < NJ; j++) y[j] = _mm512_reduce_add_ps(_mm512_add_ps(acc[j], acc2[j]));
 }
 
 TGT512 void gptoss_gemv_f32_avx512(const uint8_t *blocks, const uint8_t *scales, int G, int nrows,
