@@ -25,6 +25,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     lora.add_argument("--targets", default="q,k,v,o", help="comma list of q,k,v,o,router,gate_up,down")
     lora.add_argument("--rslora", action="store_true", help="scale by alpha/sqrt(rank) instead of alpha/rank")
     lora.add_argument("--full", action="store_true", help="train every weight instead (fp32; small models)")
+    lora.add_argument(
+        "--sparse-vocab",
+        action="store_true",
+        help="with --full: only the tokens the data uses keep vocabulary rows (the others are zero); exact loss",
+    )
     t = p.add_argument_group("training")
     t.add_argument("--lr", type=float, default=2e-4)
     t.add_argument("--epochs", type=float, default=1.0)
@@ -56,6 +61,8 @@ def job(args: argparse.Namespace) -> Any:
     for name in ("rank", "grad_accum", "epochs"):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.sparse_vocab and not args.full:
+        raise UserError("--sparse-vocab needs --full (LoRA leaves the vocabulary rows as they are)")
     if not 0.0 <= args.eval_fraction < 1.0:
         raise UserError(f"--eval-fraction must be in [0, 1), got {args.eval_fraction}")
     targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
@@ -69,7 +76,7 @@ def job(args: argparse.Namespace) -> Any:
     dtype = torch.float32 if args.full else getattr(torch, DTYPES[args.dtype])
     return Job(
         args.model, args.data, args.out, lora, train, dtype, args.max_length, args.eval_fraction, args.strict_data,
-        args.resume, args.device,
+        args.resume, args.device, args.sparse_vocab,
     )  # fmt: skip
 
 

@@ -12,6 +12,7 @@ import torch
 from gptoss import mxfp4
 from gptoss.config import ModelConfig
 from gptoss.finetune.export import QuantError, requantize, write_hf_checkpoint
+from gptoss.finetune.vocab import SparseVocab
 from gptoss.model import AttentionWeights, MoEWeights, Transformer, Weights
 from gptoss.ops.reference import swiglu
 
@@ -20,14 +21,17 @@ PACKED = ("mlp1_blocks", "mlp1_scales", "mlp2_blocks", "mlp2_scales")
 
 class FullParams:
     """Makes every dense weight of `tr` a trainable fp32 leaf and holds dense copies of the experts; it is the
-    model's Adapter for the MoE (dense experts instead of the packed ones)."""
+    model's Adapter for the MoE (dense experts instead of the packed ones). With `vocab`, the embedding and
+    unembedding keep only the used tokens' rows (the others are zero in the saved checkpoint)."""
 
-    def __init__(self, tr: Transformer) -> None:
-        self.tr = tr
+    def __init__(self, tr: Transformer, vocab: SparseVocab | None = None) -> None:
+        self.tr, self.vocab = tr, vocab
         self.params: dict[str, torch.Tensor] = {}
         w = tr.w
-        for name in ("embedding", "unembedding", "norm"):
-            setattr(w, name, self._leaf(name, getattr(w, name)))
+        for name in ("embedding", "unembedding"):
+            full = getattr(w, name)
+            setattr(w, name, self._leaf(name, full if vocab is None else vocab.rows(full)))
+        w.norm = self._leaf("norm", w.norm)
         self.w1: list[torch.Tensor] = []
         self.w2: list[torch.Tensor] = []
         for i, layer in enumerate(w.layers):
@@ -70,7 +74,11 @@ class FullParams:
             b2, s2 = requantize(self.w2[i].detach(), mxfp4.dequantize(m.mlp2_blocks, m.mlp2_scales), report)
             moe = dataclasses.replace(m, mlp1_blocks=b1, mlp1_scales=s1, mlp2_blocks=b2, mlp2_scales=s2)
             layers.append(dataclasses.replace(layer, attn=AttentionWeights(**vars(layer.attn)), moe=moe))
-        return dataclasses.replace(self.tr.w, layers=layers)
+        w = dataclasses.replace(self.tr.w, layers=layers)
+        if self.vocab is not None:
+            emb, unemb = (self.vocab.expand(t.detach()) for t in (w.embedding, w.unembedding))
+            w = dataclasses.replace(w, embedding=emb, unembedding=unemb)
+        return w
 
 
 def save_full(full: FullParams, cfg: ModelConfig, out: Path) -> dict[str, float | int]:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from gptoss import ops
+from gptoss.finetune.vocab import SparseVocab, cross_entropy_sum
 from gptoss.model import Transformer
 from gptoss.ops import reference
 
@@ -58,13 +59,22 @@ def _block(
 
 
 def loss_sum(
-    tr: Transformer, tokens: Sequence[int], mask: Sequence[int], checkpointing: bool = False
+    tr: Transformer,
+    tokens: Sequence[int],
+    mask: Sequence[int],
+    checkpointing: bool = False,
+    vocab: SparseVocab | None = None,
 ) -> tuple[torch.Tensor, int]:
     """(sum of cross-entropies over the trained tokens, how many) for one sequence. Token t+1 is a target when
-    mask[t+1] is 1; only those positions are unembedded (the vocabulary projection dominates otherwise)."""
+    mask[t+1] is 1; only those positions are unembedded (the vocabulary projection dominates otherwise).
+    With `vocab`, the model's embedding and unembedding hold only the used rows (see finetune/vocab.py)."""
     device = tr.w.embedding.device
     ids = torch.tensor(list(tokens), dtype=torch.long, device=device)
+    if vocab is not None:
+        ids = vocab.compact(ids)
     targets = torch.tensor(list(mask[1:]), dtype=torch.bool, device=device).nonzero().squeeze(1)  # (N,)
     h = hidden_states(tr, ids, checkpointing)[targets]  # (N, H)
-    logits = tr.unembed(h)  # (N, V) fp32
+    logits = tr.unembed(h)  # (N, V) fp32, or (N, U) with vocab
+    if vocab is not None:
+        return cross_entropy_sum(logits, ids[targets + 1], vocab.unused), int(targets.numel())
     return F.cross_entropy(logits, ids[targets + 1], reduction="sum"), int(targets.numel())

@@ -27,6 +27,7 @@ from gptoss.finetune.train import (
     save_checkpoint,
     split,
 )
+from gptoss.finetune.vocab import SparseVocab
 from gptoss.harmony import load_harmony_encoding
 from gptoss.runtime import Model, load
 
@@ -44,6 +45,7 @@ class Job:
     strict_data: bool = False
     resume: bool = False
     device: str = "cpu"
+    sparse_vocab: bool = False  # full only: train the rows of the tokens the data uses (finetune/vocab.py)
 
 
 @dataclass(frozen=True)
@@ -60,18 +62,20 @@ Callback = Callable[[Progress], None]
 Notice = Callable[[str], None]
 
 
-def prepare(job: Job, model: Model) -> tuple[Trainer, Callable[[Path], object]]:
+def prepare(job: Job, model: Model, vocab: SparseVocab | None = None) -> tuple[Trainer, Callable[[Path], object]]:
     """The trainer over what `job` trains, and the function that saves it (adapter or full checkpoint)."""
     tr = model.transformer
     if job.lora is not None:
+        if vocab is not None:
+            raise InputError("--sparse-vocab needs --full (LoRA leaves the vocabulary rows as they are)")
         adapter = LoraAdapter(model.config, job.lora).to(model.device)
         adapter.reset(torch.Generator().manual_seed(job.train.seed))
         tr.adapter = adapter
         params = dict(adapter.factors.items())
         return Trainer(tr, params, job.train, [adapter]), lambda d: save_adapter(adapter, d, str(job.model))
-    full = FullParams(tr)
+    full = FullParams(tr, vocab)
     tr.adapter = full
-    return Trainer(tr, full.params, job.train, [full]), lambda d: save_full(full, model.config, d)
+    return Trainer(tr, full.params, job.train, [full], vocab), lambda d: save_full(full, model.config, d)
 
 
 def run(job: Job, on_step: Callback | None = None, notice: Notice = print) -> dict[str, Any]:
@@ -83,7 +87,11 @@ def run(job: Job, on_step: Callback | None = None, notice: Notice = print) -> di
     for problem in data.problems:
         notice(f"skipped {problem}")
     train, evals = split(data.examples, job.eval_fraction, job.train.seed)
-    trainer, save_weights = prepare(job, model)
+    vocab = None
+    if job.sparse_vocab:
+        vocab = SparseVocab.of((e.tokens for e in data.examples), model.config.vocab_size, model.device)
+        notice(f"sparse vocabulary: {len(vocab.used)} of {vocab.size} tokens trained, the other rows held at zero")
+    trainer, save_weights = prepare(job, model, vocab)
     total = job.train.total_steps(len(train))
     resumed = _resume(job, trainer, notice)
     job.out.mkdir(parents=True, exist_ok=True)

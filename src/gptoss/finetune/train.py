@@ -20,6 +20,7 @@ import torch
 
 from gptoss.finetune.data import Example
 from gptoss.finetune.objective import differentiable_ops, loss_sum
+from gptoss.finetune.vocab import SparseVocab
 from gptoss.model import Transformer
 
 STATE = "trainer_state.pt"
@@ -83,8 +84,15 @@ class StepResult:
 class Trainer:
     """Owns the optimizer over `params` (which the model reads through `tr`: adapter factors or dense weights)."""
 
-    def __init__(self, tr: Transformer, params: dict[str, torch.Tensor], cfg: TrainConfig, modules: list[Any]):
-        self.tr, self.params, self.cfg, self.modules = tr, params, cfg, modules
+    def __init__(
+        self,
+        tr: Transformer,
+        params: dict[str, torch.Tensor],
+        cfg: TrainConfig,
+        modules: list[Any],
+        vocab: SparseVocab | None = None,
+    ):
+        self.tr, self.params, self.cfg, self.modules, self.vocab = tr, params, cfg, modules, vocab
         decay = [p for n, p in params.items() if p.ndim >= 2]
         no_decay = [p for n, p in params.items() if p.ndim < 2]
         groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -100,7 +108,7 @@ class Trainer:
         total_loss = 0.0
         with differentiable_ops():
             for e in examples:
-                loss, _ = loss_sum(self.tr, e.tokens, e.mask, self.cfg.checkpointing)
+                loss, _ = loss_sum(self.tr, e.tokens, e.mask, self.cfg.checkpointing, self.vocab)
                 (loss / n).backward()
                 total_loss += loss.item()
         norm = self._clip()
@@ -122,7 +130,7 @@ class Trainer:
         total, n = 0.0, 0
         with differentiable_ops():
             for e in examples:
-                loss, k = loss_sum(self.tr, e.tokens, e.mask)
+                loss, k = loss_sum(self.tr, e.tokens, e.mask, vocab=self.vocab)
                 total, n = total + loss.item(), n + k
         return total / max(1, n)
 
