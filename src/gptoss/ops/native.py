@@ -94,7 +94,7 @@ def isa_supported() -> dict[str, str]:
         if ext is None:
             why[name] = f"the C extension is not built ({_IMPORT_ERROR})"
         else:
-            why[name] = "" if getattr(ext, check)() else f"this CPU (or OS) lacks {needs}"
+            why[name] = "" if getattr(ext, check)() else f"this CPU, OS or build (compiler) lacks {needs}"
     return why
 
 

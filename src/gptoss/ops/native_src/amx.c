@@ -24,7 +24,7 @@
 
 #include "avx512.h"
 
-#ifdef GPTOSS_HAVE_AVX2_KERNELS
+#ifdef GPTOSS_HAVE_AVX512_KERNELS
 #define TGTAMX __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512dq,amx-tile,amx-bf16")))
 
 /* Smallest scale byte a chunk may have: weights >= 2^(64-128). With activation blocks >= 2^-40 (moe.c), products
@@ -159,4 +159,7 @@ const gptoss_kernels gptoss_kernels_amx = {gptoss_gemv_f32_avx512, gptoss_gemv_q
                                            gemm_amx};
 #else
 int gptoss_cpu_has_amx(void) { return 0; }
+#ifdef GPTOSS_HAVE_AVX2_KERNELS
+const gptoss_kernels gptoss_kernels_amx = {NULL, NULL, NULL, NULL}; /* never chosen: has_amx() is 0 */
+#endif
 #endif

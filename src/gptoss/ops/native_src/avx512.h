@@ -5,7 +5,14 @@
 
 #include "moe.h"
 
-#ifdef GPTOSS_HAVE_AVX2_KERNELS
+/* Compilers too old for these intrinsics (or for `amx-tile` in __builtin_cpu_supports) build the library without
+ * them: the flavours then report "unavailable" instead of failing the whole build. */
+#if defined(GPTOSS_HAVE_AVX2_KERNELS) && ((defined(__clang__) && __clang_major__ >= 14) || \
+                                          (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11))
+#define GPTOSS_HAVE_AVX512_KERNELS 1
+#endif
+
+#ifdef GPTOSS_HAVE_AVX512_KERNELS
 #include <immintrin.h>
 
 #define TGT512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512dq")))

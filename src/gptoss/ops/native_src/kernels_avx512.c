@@ -10,7 +10,7 @@
  */
 #include "avx512.h"
 
-#ifdef GPTOSS_HAVE_AVX2_KERNELS
+#ifdef GPTOSS_HAVE_AVX512_KERNELS
 #define AINL512 __attribute__((always_inline)) inline
 #define PREFETCH_AHEAD 2048 /* as the AVX2 GEMV: ~1.4 rows of 2880 values ahead */
 
@@ -155,4 +155,7 @@ const gptoss_kernels gptoss_kernels_avx512 = {gptoss_gemv_f32_avx512, gptoss_gem
                                               NULL};
 #else
 int gptoss_cpu_has_avx512(void) { return 0; }
+#ifdef GPTOSS_HAVE_AVX2_KERNELS
+const gptoss_kernels gptoss_kernels_avx512 = {NULL, NULL, NULL, NULL}; /* never chosen: has_avx512() is 0 */
+#endif
 #endif
