@@ -208,11 +208,12 @@ def test_scale_255_is_exact(where: str, isa: str) -> None:
 def test_thread_count_does_not_change_results(isa: str) -> None:
     # Every output row is owned by one work item that visits the experts in order: bitwise deterministic.
     x, idx, w, weights = make_case(8, 2, 40, 96, 64, seed=2)
-    outs = []
-    for n in (1, 2, 3):
-        torch.set_num_threads(n)
-        outs.append(native.moe_experts(x.bfloat16(), idx, w, *weights, LIMIT))
-    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+    for path in ("auto", "gemm"):  # auto: GEMVs here; gemm: the GEMM (AMX under amx) on every thread
+        outs = []
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            outs.append(run_native(x.bfloat16(), idx, w, weights, path))
+        assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2]), path
 
 
 def test_reads_read_only_memory_mapped_weights(tmp_path: Path, isa: str) -> None:
