@@ -7,7 +7,10 @@ import json
 import os
 import resource
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gptoss.runtime import Model
 
 HELP = "measure load time, memory, prefill and decode tokens/s on this machine"
 
@@ -18,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decode-tokens", type=int, default=128)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--json", action="store_true", help="print only the JSON result")
+    from gptoss.distributed.cli import add_arguments as add_tp_arguments
+
+    add_tp_arguments(p)
 
 
 def rss_gb() -> float:
@@ -34,13 +40,20 @@ def measure(model_dir: str, prompt_tokens: int, decode_tokens: int, threads: int
     import torch
 
     import gptoss
-    from gptoss import ops
 
     if threads:
         torch.set_num_threads(threads)
     t = time.perf_counter()
     model = gptoss.load(model_dir, context_length=prompt_tokens + decode_tokens + 1)
-    load_s = time.perf_counter() - t
+    return timed(model, prompt_tokens, decode_tokens, time.perf_counter() - t)
+
+
+def timed(model: Model, prompt_tokens: int, decode_tokens: int, load_s: float) -> dict[str, Any]:
+    """The prefill and decode timings of a loaded model (on rank 0 of a --tp group: of the whole group)."""
+    import torch
+
+    from gptoss import ops
+
     rss_after_load = rss_gb()
     prompt = torch.randint(0, model.config.vocab_size, (prompt_tokens,), generator=torch.Generator().manual_seed(0))
     cache = model.new_cache()
@@ -66,13 +79,8 @@ def measure(model_dir: str, prompt_tokens: int, decode_tokens: int, threads: int
     }
 
 
-def run(args: argparse.Namespace) -> int:
-    from gptoss.cli.__main__ import UserError
-
-    if args.prompt_tokens < 1 or args.decode_tokens < 0:
-        raise UserError("--prompt-tokens must be >= 1 and --decode-tokens >= 0")
-    result = measure(args.model, args.prompt_tokens, args.decode_tokens, args.threads)
-    if not args.json:
+def report(result: dict[str, Any], json_only: bool) -> int:
+    if not json_only:
         for k, v in result.items():
             if isinstance(v, dict):  # which kernel flavour each op ran
                 for op, flavour in v.items():
@@ -81,3 +89,28 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{k:<18} {v}")
     print(json.dumps(result))
     return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from gptoss.cli.__main__ import UserError
+    from gptoss.distributed import cli as tp
+
+    if args.prompt_tokens < 1 or args.decode_tokens < 0:
+        raise UserError("--prompt-tokens must be >= 1 and --decode-tokens >= 0")
+    bad = tp.check(args)
+    if bad:
+        raise UserError(bad)
+    if args.tp == 1:
+        return report(measure(args.model, args.prompt_tokens, args.decode_tokens, args.threads), args.json)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+
+    def lead(model: Model) -> int:
+        result = timed(model, args.prompt_tokens, args.decode_tokens, time.perf_counter() - start)
+        return report({"tp": args.tp, **result}, args.json)  # memory figures are rank 0's
+
+    context = args.prompt_tokens + args.decode_tokens + 1
+    return tp.run_ranks(args, "bench", torch.bfloat16, context, lead)

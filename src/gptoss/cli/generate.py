@@ -11,6 +11,7 @@ from gptoss.cli.__main__ import UserError
 
 if TYPE_CHECKING:
     from gptoss.harmony.constraint import TurnConstraint
+    from gptoss.runtime import Model
 
 HELP = "generate token ids from a prompt of token ids"
 DTYPES = {"bf16": "bfloat16", "fp32": "float32", "fp16": "float16"}
@@ -50,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="with --schema: free reasoning before the final message (default: half of --max-tokens)",
     )
+    from gptoss.distributed.cli import add_arguments as add_tp_arguments
+
+    add_tp_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,14 +61,27 @@ def run(args: argparse.Namespace) -> int:
 
     import gptoss
     from gptoss.cli.chat import read_schema
-    from gptoss.sampling import SamplingParams
+    from gptoss.distributed import cli as tp
 
     prompt = parse_ids(args.tokens, "--tokens")
-    stop = parse_ids(args.stop, "--stop")
+    parse_ids(args.stop, "--stop")
     schema = read_schema(args.schema)
     if args.max_reasoning_tokens is not None and args.max_reasoning_tokens < 0:
         raise UserError(f"--max-reasoning-tokens must be >= 0, got {args.max_reasoning_tokens}")
-    model = gptoss.load(args.model, dtype=getattr(torch, DTYPES[args.dtype]), context_length=args.context)
+    bad = tp.check(args)
+    if bad:
+        raise UserError(bad)
+    dtype = getattr(torch, DTYPES[args.dtype])
+    if args.tp > 1:
+        return tp.run_ranks(args, "generate", dtype, args.context, lambda model: emit(model, args, prompt, schema))
+    return emit(gptoss.load(args.model, dtype=dtype, context_length=args.context), args, prompt, schema)
+
+
+def emit(model: Model, args: argparse.Namespace, prompt: list[int], schema: dict[str, Any] | None) -> int:
+    """Generates and prints the token ids as they come."""
+    from gptoss.sampling import SamplingParams
+
+    stop = parse_ids(args.stop, "--stop")
     constraint = None if schema is None else schema_constraint(schema, args.max_tokens, args.max_reasoning_tokens)
     if constraint is not None:
         stop = [*stop, *constraint.grammar.encoding.stop_tokens_for_assistant_actions()]

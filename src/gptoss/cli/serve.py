@@ -22,13 +22,15 @@ from gptoss.cli.__main__ import UserError
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from gptoss.engine import BatchConfig
+    from gptoss.engine import BatchConfig, BatchedModelSource
     from gptoss.engine.engine import Source
     from gptoss.runtime import Model
     from gptoss.server import ServerConfig
     from gptoss.tools import BrowserTool, PythonTool
 
     Loaded = Callable[[Source | None, BaseException | None], None]
+    SourceFactory = Callable[[BatchConfig], BatchedModelSource]
+    TpSource = Callable[[BatchConfig, Callable[[BaseException], None]], BatchedModelSource]
 
 HELP = "serve the OpenAI-compatible API (Responses, Chat Completions, Completions) for a checkpoint"
 EFFORTS = ("low", "medium", "high")
@@ -75,6 +77,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-reasoning-tokens", type=int, default=2048, metavar="N",
                    help="free reasoning a structured (constrained) turn may spend before its JSON or call must start; "
                    "capped at half of a request's output limit (default 2048)")  # fmt: skip
+    from gptoss.distributed.cli import add_arguments as add_tp_arguments
+
+    add_tp_arguments(p)
     tools = p.add_argument_group("built-in tools (Responses `web_search` / `code_interpreter`)")
     tools.add_argument("--browser-dir", type=Path, default=None, metavar="DIR",
                        help="offer the browser over an offline index of DIR's .html/.md/.txt/.rst files")  # fmt: skip
@@ -178,15 +183,20 @@ def batch_config(args: argparse.Namespace) -> BatchConfig:
     return BatchConfig(args.max_running, args.max_step_tokens, kv_bytes, prefix_cache=not args.no_prefix_cache)
 
 
-def load_in_background(args: argparse.Namespace, path: Path, console: Console, on_done: Loaded) -> threading.Thread:
+def load_in_background(
+    args: argparse.Namespace, path: Path, console: Console, on_done: Loaded, make_source: SourceFactory | None = None
+) -> threading.Thread:
     def work() -> None:
         from gptoss.engine import BatchedModelSource
         from gptoss.server.generation import harmony
 
         try:
-            model = load_with_progress(path, args.context, args.dtype, console, args.lora)
+            if make_source is not None:  # --tp: rank 0's slices of the model, serving with the other ranks
+                source: BatchedModelSource = make_source(batch_config(args))
+            else:
+                model = load_with_progress(path, args.context, args.dtype, console, args.lora)
+                source = BatchedModelSource(model, batch_config(args))
             harmony()  # the tokenizer's first use builds its tables: do it now, not on the first request
-            source = BatchedModelSource(model, batch_config(args))
             log.info(
                 "KV cache: %d blocks of %d tokens (%.2f GB), up to %d tokens for one request",
                 source.pool.num_blocks, source.config.block_size, source.storage.nbytes / (1 << 30),
@@ -258,13 +268,18 @@ def run(args: argparse.Namespace) -> int:
     check_arguments(args)
     if args.model is not None and not is_hub_name(args.model):
         open_checkpoint(args.model)  # a bad folder fails before the port is taken (a name resolves after)
+    if args.tp > 1:
+        from gptoss.distributed.cli import serve_ranks
+
+        return serve_ranks(args, lambda: bind(args.host, args.port), serve_on)
     with bind(args.host, args.port) as sock:
         return serve_on(sock, args)
 
 
-def serve_on(sock: socket.socket, args: argparse.Namespace) -> int:
+def serve_on(sock: socket.socket, args: argparse.Namespace, tp: TpSource | None = None) -> int:
     """Exit status 0 after a clean stop (SIGTERM/SIGINT: drained, engine closed); 2 for a model that cannot be
-    loaded (UserError), as for bad arguments and a busy port (run)."""
+    loaded (UserError), as for bad arguments and a busy port (run); 1 when a --tp rank failed (`tp` makes rank 0's
+    source and calls back on such a failure)."""
     from rich.console import Console
 
     from gptoss.engine import Engine
@@ -299,9 +314,24 @@ def serve_on(sock: socket.socket, args: argparse.Namespace) -> int:
             "model %r ready, context %d tokens, store %s", config.model_name, engine.context_length, config.store_path
         )
 
-    load_in_background(args, path, console, loaded)
+    def group_failed(error: BaseException) -> None:  # from the engine's thread: stop serving, exit 1
+        log.error("%s; the server stops", error)
+        group_failure.append(error)
+        server.should_exit = True
+
+    group_failure: list[BaseException] = []
+    make_source: SourceFactory | None = None
+    if tp is not None:
+        make_tp = tp
+
+        def make_source(config: BatchConfig) -> BatchedModelSource:
+            return make_tp(config, group_failed)
+
+    load_in_background(args, path, console, loaded, make_source)
     server.run(sockets=[sock])
     engine.close()
+    if group_failure:
+        return 1
     if failure:
         raise UserError(f"could not load the model from {path}: {failure[0]}")
     stopped_by = ", ".join(signal.Signals(s).name for s in server.signals) or "request"

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Callable
 
 import torch
 
+from gptoss.distributed.group import CollectiveError
 from gptoss.distributed.messages import (
     CacheSpec,
     Forward,
@@ -75,11 +77,13 @@ class Follower:
 
 
 class Heartbeat:
-    """On rank 0: a Ping whenever nothing was announced for `interval_s` (a thread; stop() ends it)."""
+    """On rank 0: a Ping whenever no step holds the group for `interval_s` (a thread; stop() ends it). A failed
+    Ping goes to `on_error` (an idle server learns of a dead rank without waiting for a request)."""
 
-    def __init__(self, t: DistributedTransformer, interval_s: float) -> None:
-        self.t, self.interval_s = t, interval_s
-        self.error: BaseException | None = None
+    def __init__(
+        self, t: DistributedTransformer, interval_s: float, on_error: Callable[[CollectiveError], None]
+    ) -> None:
+        self.t, self.interval_s, self.on_error = t, interval_s, on_error
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="gptoss-heartbeat", daemon=True)
         self._thread.start()
@@ -90,8 +94,8 @@ class Heartbeat:
                 continue  # a step is running: the followers are busy with it
             try:
                 self.t.comm.broadcast(Ping())
-            except Exception as e:  # the group is gone: the next step reports it
-                self.error = e
+            except CollectiveError as e:
+                self.on_error(e)
                 return
             finally:
                 self.t.lock.release()

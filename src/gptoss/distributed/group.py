@@ -1,4 +1,4 @@
-"""The process group: torchrun's environment in, collectives out (gloo on CPU; NCCL would take the same calls).
+"""The process group: torchrun's environment in, collectives out (gloo, on CPU).
 
 Every collective is bounded by the group's timeout, so a rank that dies or hangs makes the others fail with a
 clear error instead of waiting forever.
@@ -21,7 +21,11 @@ ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 class DistributedError(GptossError):
-    """A collective failed: another rank died, hung past the timeout, or the group could not form."""
+    """A launch that cannot form the group asked for (not torchrun, a --tp that does not match, a bad timeout)."""
+
+
+class CollectiveError(RuntimeError):
+    """A collective failed: another rank died or hung past the timeout. This process cannot go on."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ class Comm:
         try:
             fn()
         except (RuntimeError, ConnectionError) as e:  # DistBackendError is a RuntimeError
-            raise DistributedError(
+            raise CollectiveError(
                 f"rank {self.rank}/{self.world}: {what} failed (another rank died or hung past the "
                 f"{self.timeout_s:g} s collective timeout): {str(e).splitlines()[0] if str(e) else type(e).__name__}"
             ) from e
@@ -83,8 +87,7 @@ def init(world: int, timeout_s: float = DEFAULT_TIMEOUT_S) -> Comm:
     if timeout_s <= 0:
         raise DistributedError(f"the collective timeout must be positive, got {timeout_s:g} s")
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and os.environ.get("GPTOSS_DIST_BACKEND") == "nccl" else "gloo"
-        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+        dist.init_process_group("gloo", timeout=timedelta(seconds=timeout_s))
     return Comm(dist.get_rank(), dist.get_world_size(), timeout_s)
 
 

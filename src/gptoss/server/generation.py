@@ -74,6 +74,8 @@ def sampling(
 
 
 def not_ready(e: EngineNotReadyError) -> ApiError:
+    if getattr(e, "unavailable", False):  # it will not become ready (a tensor-parallel rank failed)
+        return ApiError(503, f"The model is unavailable: {e}.", code="model_unavailable")
     message = f"The model is still loading: {e}; retry shortly."
     return ApiError(503, message, code="model_loading", headers={"Retry-After": "1"})
 
