@@ -29,7 +29,7 @@ def load(
     context_length: int | None = None,
 ) -> Model:
     """This rank's part of a checkpoint, as a Model whose forward runs with the other ranks (runtime.load's
-    arguments; every rank must pass the same ones)."""
+    arguments; every rank must pass the same ones). Returns once every rank has loaded."""
     ckpt = open_checkpoint(path)
     cfg, dt = ckpt.config, dtype or torch.bfloat16
     limit = context_length or cfg.max_context
@@ -39,4 +39,5 @@ def load(
     weights = shard_weights(load_weights(ckpt, dt, torch.device("cpu")), cfg, p)  # views: nothing read yet
     populate(per_token_tensors(weights))  # only this rank's slices become resident
     transformer = DistributedTransformer(p.local_config(cfg), weights, p, comm, cfg.vocab_size)
+    comm.loaded()
     return Model(transformer, torch.device("cpu"), dt, limit)

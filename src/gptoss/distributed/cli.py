@@ -86,7 +86,6 @@ def serve_ranks(
     from gptoss.cli.__main__ import UserError
     from gptoss.distributed.follower import Follower, Heartbeat, stop_followers
     from gptoss.distributed.serving import DistributedBatchedSource
-
     from gptoss.hub import is_hub_name
 
     if args.model is None or is_hub_name(args.model):

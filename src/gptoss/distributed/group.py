@@ -17,6 +17,7 @@ import torch.distributed as dist
 from gptoss.errors import GptossError
 
 DEFAULT_TIMEOUT_S = 60.0
+LOAD_TIMEOUT_S = 1800.0  # how long ranks wait for each other to finish loading (a big checkpoint from a cold disk)
 ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -33,6 +34,7 @@ class Comm:
     rank: int
     world: int
     timeout_s: float
+    load_group: dist.ProcessGroup | None = None  # the same ranks with LOAD_TIMEOUT_S: only for loaded()
 
     @property
     def leader(self) -> bool:
@@ -57,6 +59,11 @@ class Comm:
         box = [obj]
         self._run("broadcast", lambda: dist.broadcast_object_list(box, src=0))
         return box[0]
+
+    def loaded(self) -> None:
+        """Waits until every rank has loaded its slices (bounded by LOAD_TIMEOUT_S, not the collective timeout):
+        the ranks then start together, so the first step's collectives wait for no one's loading."""
+        self._run("barrier after loading", lambda: dist.barrier(group=self.load_group))
 
     def _run(self, what: str, fn: Callable[[], object]) -> None:
         try:
@@ -88,7 +95,8 @@ def init(world: int, timeout_s: float = DEFAULT_TIMEOUT_S) -> Comm:
         raise DistributedError(f"the collective timeout must be positive, got {timeout_s:g} s")
     if not dist.is_initialized():
         dist.init_process_group("gloo", timeout=timedelta(seconds=timeout_s))
-    return Comm(dist.get_rank(), dist.get_world_size(), timeout_s)
+    slow = dist.new_group(backend="gloo", timeout=timedelta(seconds=LOAD_TIMEOUT_S))
+    return Comm(dist.get_rank(), dist.get_world_size(), timeout_s, slow)
 
 
 def close() -> None:
