@@ -100,7 +100,21 @@ def test_chat_documented_fields_without_local_effect_are_accepted(srv: Running) 
     assert (r.usage.prompt_tokens_details.cached_tokens, r.usage.prompt_tokens_details.cache_write_tokens) == (0, 0)
 
 
+def test_completions_logit_bias_and_suffix(srv: Running) -> None:
+    client = srv.client()
+    client.completions.create(model=MODEL, prompt="<|start|>user<|message|>hi", max_tokens=2, logit_bias={"7": 3})
+    assert srv.source.params[-1].logit_bias == ((7, 3.0),)
+    with pytest.raises(openai.BadRequestError, match="suffix \\(fill-in-the-middle\\) is not supported"):
+        client.completions.create(model=MODEL, prompt="def f(", suffix="return 1", max_tokens=2)
+
+
 # ---- Responses ----
+
+
+def test_the_model_may_be_named_with_its_hub_org(srv: Running) -> None:
+    assert srv.client().responses.create(model="openai/" + MODEL, input="hi").model == MODEL
+    with pytest.raises(openai.NotFoundError, match=f"This server serves '{MODEL}'"):
+        srv.client().responses.create(model="openai/other", input="hi")
 
 
 def test_responses_usage_has_every_field_the_sdk_types_require(srv: Running) -> None:

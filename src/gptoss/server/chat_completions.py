@@ -20,7 +20,6 @@ from gptoss.server import conversation as conv
 from gptoss.server.conversation import ItemKind, OutputParser
 from gptoss.server.errors import ApiError, bad_request
 from gptoss.server.generation import (
-    VOCAB,
     StopMatcher,
     Usage,
     cancelled_error,
@@ -29,6 +28,7 @@ from gptoss.server.generation import (
     constraint,
     context_length,
     harmony,
+    logit_bias_of,
     logprob_entry,
     new_id,
     now,
@@ -116,14 +116,6 @@ def chat_response_format(req: ChatCompletionRequest) -> conv.ResponseFormat | No
 
 def effort_of(req: ChatCompletionRequest) -> str | None:
     return req.reasoning_effort or (req.reasoning.effort if req.reasoning is not None else None)
-
-
-def logit_bias_of(req: ChatCompletionRequest) -> tuple[tuple[int, float], ...]:
-    bias = tuple((int(k), float(v)) for k, v in (req.logit_bias or {}).items())
-    for token, _ in bias:
-        if token >= VOCAB:
-            raise bad_request(f"logit_bias: token {token} is outside the vocabulary ({VOCAB} tokens).", "logit_bias")
-    return bias
 
 
 def max_tokens_of(req: ChatCompletionRequest) -> tuple[int | None, str]:
@@ -258,7 +250,7 @@ class ChatPrepared:
         top = top_logprobs_of(req)
         params = sampling(req.temperature, req.top_p, req.seed, max_tokens, stop_tokens())
         budget = reasoning_budget(req.max_reasoning_tokens, max_tokens, state.config.max_reasoning_tokens)
-        params = replace(params, logit_bias=logit_bias_of(req))
+        params = replace(params, logit_bias=logit_bias_of(req.logit_bias))
         self.parser = OutputParser(harmony(), [t.name for t in spec.tools])
         show_reasoning = req.reasoning is None or not req.reasoning.exclude
         self.run = ChatRun(stop_list(req.stop), top is not None, show_reasoning)

@@ -8,6 +8,7 @@ or at max_tokens (default 16, as in OpenAI's API).
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from fastapi import Request
@@ -24,6 +25,7 @@ from gptoss.server.generation import (
     check_model,
     context_length,
     harmony,
+    logit_bias_of,
     new_id,
     now,
     sampling,
@@ -77,6 +79,7 @@ class CompletionRun:
         tokens = prompt_tokens(req.prompt)
         check_fits(len(tokens), req.max_tokens, context_length(state.engine), "max_tokens")
         params = sampling(req.temperature, req.top_p, req.seed, req.max_tokens, stop_tokens())
+        params = replace(params, logit_bias=logit_bias_of(req.logit_bias))
         self.generation = submit(state.engine, tokens, params, req.logprobs)
         self.detokenizer = IncrementalDetokenizer(harmony().tokenizer)
         self.matcher = StopMatcher(stop_list(req.stop))

@@ -35,10 +35,20 @@ def now() -> int:
 
 
 def check_model(requested: str | None, served: str) -> None:
-    if requested is not None and requested != served:
+    """The served id, or it with a hub org in front (`openai/gpt-oss-20b` for a server of `gpt-oss-20b`)."""
+    if requested is not None and requested != served and not requested.endswith("/" + served):
         raise ApiError(
             404, f"The model '{requested}' does not exist. This server serves '{served}'.", "model", "model_not_found"
         )
+
+
+def logit_bias_of(bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
+    """OpenAI's logit_bias (token id strings, already range-checked) as SamplingParams wants it."""
+    pairs = tuple((int(k), float(v)) for k, v in (bias or {}).items())
+    for token, _ in pairs:
+        if token >= VOCAB:
+            raise bad_request(f"logit_bias: token {token} is outside the vocabulary ({VOCAB} tokens).", "logit_bias")
+    return pairs
 
 
 def check_fits(prompt_tokens: int, max_tokens: int | None, context: int, param: str) -> None:

@@ -285,6 +285,8 @@ class CompletionRequest(Request):
     best_of: Literal[1] | None = None
     frequency_penalty: Penalty = None
     presence_penalty: Penalty = None
+    logit_bias: LogitBias = None
+    suffix: Annotated[Any, BeforeValidator(refuse("suffix (fill-in-the-middle) is not supported by gpt-oss"))] = None
     user: str | None = None
 
     @field_validator("prompt")
