@@ -261,8 +261,15 @@ def test_a_failing_constraint_fails_only_its_own_request(model: gptoss.Model) ->
     assert good.finish == Finish.LENGTH
 
 
-def test_bad_batch_configs_are_refused() -> None:
+def test_bad_batch_configs_are_refused(model: gptoss.Model) -> None:
     with pytest.raises(ValueError, match="max_running must be >= 1, got 0"):
         BatchConfig(max_running=0)
+    with pytest.raises(ValueError, match="max_step_tokens must be >= 1, got 0"):
+        BatchConfig(max_step_tokens=0)
     with pytest.raises(ValueError, match="block_size must be in 1..64, got 65"):
         BatchConfig(block_size=65)
+    with pytest.raises(ValueError, match="the KV cache budget must be positive"):
+        BatchConfig(kv_cache_bytes=0)
+    none_fits = f"a KV cache budget of 100 bytes holds no block \\({BLOCK_BYTES} bytes each\\)"
+    with pytest.raises(ValueError, match=none_fits):
+        BatchedModelSource(model, BatchConfig(block_size=BS, kv_cache_bytes=100))
