@@ -1,0 +1,50 @@
+"""One rank of the memory test: load bf16 slices, run a forward, report how much of the checkpoint is resident.
+
+Usage: python -m tests.distributed.rss_worker CKPT OUT_DIR. Writes OUT_DIR/rank<r>.json:
+{"mapped": resident bytes of the checkpoint file's mappings (from /proc/self/smaps), "experts": [first, end)}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from gptoss import distributed
+from gptoss.distributed.follower import Follower, stop_followers
+from gptoss.distributed.transformer import DistributedTransformer
+
+
+def mapped_rss(prefix: str) -> int:
+    """Resident bytes of this process's mappings of files under `prefix`."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()
+            if "-" in head[0] and len(head) >= 5 and ":" in head[3]:  # a mapping's header line
+                inside = len(head) >= 6 and head[5].startswith(prefix)
+            elif inside and head[0] == "Rss:":
+                total += int(head[1]) * 1024
+    return total
+
+
+def main(ckpt: str, out: str) -> None:
+    comm = distributed.init(int(os.environ["WORLD_SIZE"]), timeout_s=60)
+    model = distributed.load(ckpt, comm, dtype=torch.bfloat16, context_length=64)
+    t = model.transformer
+    assert isinstance(t, DistributedTransformer)
+    if comm.leader:
+        model.logits(list(range(32)))  # routes to (nearly) every expert: all of this rank's get read
+        stop_followers(t)
+    else:
+        Follower(model).run()
+    report = {"mapped": mapped_rss(str(Path(ckpt).resolve())), "experts": list(t.plan.experts)}
+    (Path(out) / f"rank{comm.rank}.json").write_text(json.dumps(report))
+    distributed.group.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
