@@ -4,6 +4,7 @@ preemption, cancellation and prefix-cache hits; cache hits give cold-prefill log
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections.abc import Sequence
 
@@ -95,6 +96,9 @@ async def serve_all(
 def test_concurrent_requests_get_the_tokens_they_get_alone(model: gptoss.Model, blocks: int) -> None:
     src = source(model, blocks, max_running=4, max_step_tokens=16)
     reqs = [r for r in requests(5, 10, shared=24) if len(r[0]) + (r[1].max_tokens or 0) <= src.tokens_that_fit()]
+    # The cancelled one gets all the room there is, so it cannot finish before its consumer cancels it.
+    prompt, p = reqs[3]
+    reqs[3] = prompt, dataclasses.replace(p, max_tokens=src.tokens_that_fit() - len(prompt))
     engine = Engine(src, max_queue=32)
     try:
         results = asyncio.run(serve_all(engine, reqs, seed=blocks, cancel=3))
@@ -199,7 +203,7 @@ def test_the_engine_reports_waiting_and_running(model: gptoss.Model) -> None:
     engine = Engine(src, max_queue=8)
 
     async def main() -> None:
-        gens = [engine.submit([1, 2, 3], greedy(20)) for _ in range(3)]
+        gens = [engine.submit([1, 2, 3], greedy(200)) for _ in range(3)]  # long: none ends before the check
         await asyncio.sleep(0)
         stats = engine.stats()
         assert stats.waiting + stats.running == 3 and stats.running <= 1
