@@ -12,7 +12,7 @@ in another order: |native - ref| <= 1e-5 * (|x| @ |w|^T + |b|) elementwise. A bf
 
 from __future__ import annotations
 
-import time
+import types
 from collections.abc import Callable
 
 import pytest
@@ -21,6 +21,13 @@ import torch
 from gptoss.ops import native, reference
 
 pytestmark = pytest.mark.usefixtures("native_ext")
+
+
+@pytest.fixture(autouse=True)
+def _no_bf16_gemm(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The C GEMV and the fp32 GEMM are what these tests check: on a CPU where torch's bf16 GEMM measures faster it
+    # would take bf16 activations from LINEAR_BF16_GEMM_MIN_TOKENS on. test_prefill_gemm_both_ways tests that path.
+    monkeypatch.setattr(native, "LINEAR_GEMM_BF16", False)
 
 
 def check(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> None:
@@ -107,14 +114,16 @@ def test_gemm_inside_and_outside_inference_mode() -> None:
 @pytest.mark.parametrize("bf16_gemm", [True, False])
 @pytest.mark.parametrize("bias", ["none", "bf16", "fp32"])
 def test_prefill_gemm_both_ways(monkeypatch: pytest.MonkeyPatch, bf16_gemm: bool, bias: str) -> None:
-    # Past LINEAR_MAX_TOKENS, bf16 activations take torch's bf16 GEMM or the widened fp32 one (forced here; the
-    # default is measured): both are one fp32 accumulation rounded once. An fp32 bias always takes the fp32 GEMM.
+    # From LINEAR_BF16_GEMM_MIN_TOKENS tokens, bf16 activations take torch's bf16 GEMM where it measured faster (forced
+    # here), else the C GEMV / widened fp32 GEMM: all one fp32 accumulation rounded once. An fp32 bias never takes it.
     monkeypatch.setattr(native, "LINEAR_GEMM_BF16", bf16_gemm)
     g = torch.Generator().manual_seed(7)
-    x, w = torch.randn(40, 2880, generator=g).bfloat16(), torch.randn(130, 2880, generator=g).bfloat16()
+    w = torch.randn(130, 2880, generator=g).bfloat16()
     b = {"none": None, "bf16": torch.randn(130, generator=g).bfloat16(), "fp32": torch.randn(130, generator=g)}[bias]
-    check(x, w, b)
-    check(x.float(), w, b)  # fp32 activations never take the bf16 GEMM
+    for T in (1, native.LINEAR_BF16_GEMM_MIN_TOKENS, 12, 40):
+        x = torch.randn(T, 2880, generator=g).bfloat16()
+        check(x, w, b)
+        check(x.float(), w, b)  # fp32 activations never take the bf16 GEMM
 
 
 def test_the_prefill_gemm_choice_is_measured_once(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -124,19 +133,23 @@ def test_the_prefill_gemm_choice_is_measured_once(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(native, "_bf16_gemm_is_faster", lambda: calls.append(1) or True)
     assert native.linear_gemm_bf16() and native.linear_gemm_bf16()
     assert calls == [1]
-    assert native.flavours()["linear_prefill"] == "torch bf16 GEMM (bf16 models)"
+    assert native.flavours()["linear_prefill"] == "torch bf16 GEMM (bf16 models, 4+ tokens)"
 
 
 @pytest.mark.parametrize("slow", ["bf16", "fp32"])
 def test_the_measurement_picks_the_faster_gemm(monkeypatch: pytest.MonkeyPatch, slow: str) -> None:
-    # Either GEMM slowed down by 20 ms a call: the measurement must pick the other one.
+    # A virtual clock that only the slowed GEMM advances (by 1 s a call): the measurement must pick the other one,
+    # whatever else this shared machine is doing.
+    clock = [0.0]
+
     def slowed(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         def run(*args: object) -> torch.Tensor:
-            time.sleep(0.02)
+            clock[0] += 1.0
             return fn(*args)
 
         return run
 
+    monkeypatch.setattr(native, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
     if slow == "bf16":
         monkeypatch.setattr(torch.nn.functional, "linear", slowed(torch.nn.functional.linear))
     else:
