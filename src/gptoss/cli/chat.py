@@ -72,10 +72,7 @@ def read_functions(path: Path | None) -> tuple[conv.FunctionTool, ...]:
 
     if path is None:
         return ()
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(f"--functions {path}: cannot read a JSON file: {e}") from None
+    data = read_json(path, "--functions")
     if not isinstance(data, list):
         raise UserError(f"--functions {path}: expected a JSON list of function tools")
     tools = []
@@ -332,13 +329,18 @@ class ChatSession:
         self.console.print()
 
 
+def read_json(path: Path, flag: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{flag} {path}: cannot read a JSON file: {e}") from None
+
+
 def read_schema(path: Path | None) -> dict[str, Any] | None:
+    """A JSON Schema file the constrained decoder can enforce in full (UserError naming what it cannot)."""
     if path is None:
         return None
-    try:
-        schema = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(f"--schema {path}: cannot read a JSON file: {e}") from None
+    schema = read_json(path, "--schema")
     if not isinstance(schema, dict):
         raise UserError(f"--schema {path}: expected a JSON Schema object, got {type(schema).__name__}")
     from gptoss.harmony.constraint import SchemaError, check_schema
