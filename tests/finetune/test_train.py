@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -23,7 +19,7 @@ from gptoss.finetune.data import Example
 from gptoss.finetune.lora import LoraAdapter, LoraConfig
 from gptoss.finetune.objective import differentiable_ops, loss_sum
 from gptoss.finetune.train import TrainConfig, batch_for, learning_rate, split
-from tests.cli.test_serve import free_port
+from tests.cli.test_serve import start
 from tests.finetune.conftest import QA
 
 
@@ -58,27 +54,6 @@ def test_eval_split_is_seeded_and_disjoint() -> None:
     assert split(examples, 0.2, seed=1) == (train, evals)
 
 
-def serve(model: Path, lora: Path, home: Path) -> tuple[subprocess.Popen[str], str]:
-    port = free_port()
-    env = {**os.environ, "XDG_DATA_HOME": str(home), "PYTHONUNBUFFERED": "1"}
-    argv = [sys.executable, "-m", "gptoss", "serve", "--model", str(model), "--lora", str(lora), "--port", str(port)]
-    argv += ["--dtype", "fp32", "--store", str(home / "store.sqlite3"), "--log-level", "warning"]
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"gptoss serve exited with {proc.returncode}: {proc.communicate()[1]}")
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("gptoss serve did not become healthy within 90 s")
-
-
 @pytest.mark.slow
 def test_lora_learns_the_answers_and_serve_lora_says_them(harmony_model: Path, qa_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
@@ -86,16 +61,17 @@ def test_lora_learns_the_answers_and_serve_lora_says_them(harmony_model: Path, q
     losses = [m["loss"] for m in metrics(out)]
     assert losses[-1] * 10 <= losses[0], losses
     assert (out / "adapter_config.json").exists() and (out / "adapter_model.safetensors").exists()
-    proc, url = serve(harmony_model, out, tmp_path)
+    server = start(
+        tmp_path, tmp_path / "store.sqlite3", "--model", str(harmony_model), "--lora", str(out), "--dtype", "fp32"
+    )
     try:
         for question, answer in QA:
             body = {"model": harmony_model.name, "messages": [{"role": "user", "content": question}], "temperature": 0}
             body |= {"reasoning_effort": "low", "max_tokens": 16}
-            r = httpx.post(url + "/v1/chat/completions", json=body, timeout=60).json()
+            r = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=60).json()
             assert r["choices"][0]["message"]["content"] == answer
     finally:
-        proc.terminate()
-        proc.communicate(timeout=30)
+        server.stop()
 
 
 def test_resume_is_bit_identical(harmony_model: Path, qa_data: Path, tmp_path: Path) -> None:
