@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 from gptoss.cli.__main__ import UserError
 
 if TYPE_CHECKING:
-    from gptoss.harmony.constraint import TurnConstraint
     from gptoss.runtime import Model
 
 HELP = "generate token ids from a prompt of token ids"
@@ -79,30 +78,23 @@ def run(args: argparse.Namespace) -> int:
 
 def emit(model: Model, args: argparse.Namespace, prompt: list[int], schema: dict[str, Any] | None) -> int:
     """Generates and prints the token ids as they come."""
+    from gptoss.harmony.grammar import TurnRules
     from gptoss.sampling import SamplingParams
+    from gptoss.server.config import ServerConfig
+    from gptoss.server.generation import constraint, harmony, reasoning_budget
 
     stop = parse_ids(args.stop, "--stop")
-    constraint = None if schema is None else schema_constraint(schema, args.max_tokens, args.max_reasoning_tokens)
-    if constraint is not None:
-        stop = [*stop, *constraint.grammar.encoding.stop_tokens_for_assistant_actions()]
+    turn = None
+    if schema is not None:  # read_schema checked it: it compiles
+        budget = reasoning_budget(args.max_reasoning_tokens, args.max_tokens, ServerConfig.max_reasoning_tokens)
+        turn = constraint(TurnRules(final_schema=schema), budget)
+        stop = [*stop, *harmony().stop_tokens_for_assistant_actions()]
     params = SamplingParams(
         args.temperature, args.top_p, args.top_k, args.min_p, args.seed, args.max_tokens, frozenset(stop)
     )
-    stream = model.generate_with(prompt, params, constraint)
+    stream = model.generate_with(prompt, params, turn)
     for i, token in enumerate(stream):
         print(("," if i else "") + str(token), end="", flush=True)
     print()
     sys.stdout.flush()
     return 0
-
-
-def schema_constraint(schema: dict[str, Any], max_tokens: int, max_reasoning: int | None) -> TurnConstraint:
-    from gptoss.config import ModelConfig
-    from gptoss.harmony.constraint import TurnConstraint, turn_grammar
-    from gptoss.harmony.grammar import TurnRules
-    from gptoss.server.config import ServerConfig
-    from gptoss.server.generation import harmony, reasoning_budget
-
-    budget = reasoning_budget(max_reasoning, max_tokens, ServerConfig.max_reasoning_tokens)
-    rules = TurnRules(final_schema=schema)
-    return TurnConstraint(turn_grammar(harmony(), rules), ModelConfig().vocab_size, budget)

@@ -95,10 +95,9 @@ class TurnGrammar:
 
 def turn_grammar(encoding: HarmonyEncoding, rules: TurnRules) -> TurnGrammar:
     """Compiles (or finds cached) every variant now, so a bad grammar fails before the request is queued."""
-    grammar = TurnGrammar(encoding, rules)
     for variant in Variant:
-        grammar.matcher(variant)
-    return grammar
+        compiled(encoding, lark(rules, variant))
+    return TurnGrammar(encoding, rules)
 
 
 @functools.cache

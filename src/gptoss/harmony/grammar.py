@@ -33,9 +33,6 @@ class ToolCallRule:
     strict: bool = True  # False: keywords llguidance cannot enforce are ignored instead of refused
     builtin: bool = False
 
-    def key(self) -> str:
-        return json.dumps([self.recipient, self.schema, self.strict, self.builtin], sort_keys=True)
-
 
 @dataclass(frozen=True)
 class TurnRules:
