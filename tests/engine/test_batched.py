@@ -165,6 +165,19 @@ def test_a_third_request_on_a_shared_prefix_reuses_it(model: gptoss.Model) -> No
     assert torch.allclose(warm, model.logits([*system, 7, 8, 9])[-1], atol=1e-5, rtol=0)
 
 
+def test_requests_arriving_together_prefill_their_shared_prefix_once(model: gptoss.Model) -> None:
+    system = list(range(300, 330))  # 30 tokens: 7 complete blocks
+    prompts = {k: [*system, *range(10 * i, 10 * i + 6)] for i, k in enumerate("abcd")}
+    src = source(model, max_step_tokens=256)  # room for all four prompts in one step
+    for k, prompt in prompts.items():
+        src.add(k, prompt, greedy(5))
+    out = drain(src)
+    for k, prompt in prompts.items():
+        assert out[k] == list(model.generate_with(prompt, greedy(5)))
+    assert src.stats.cached_tokens == 3 * 28  # b, c and d resumed at a's last block boundary in the prefix
+    assert src.stats.step_tokens == 36 + 3 * 8 + 4 * 4  # prompts (a whole, the others past 28), then decode
+
+
 def test_the_prefix_cache_can_be_turned_off(model: gptoss.Model) -> None:
     src = source(model, prefix_cache=False)
     first_logits(src, "a", list(range(40)))
@@ -274,6 +287,8 @@ def test_bad_batch_configs_are_refused(model: gptoss.Model) -> None:
         BatchConfig(block_size=65)
     with pytest.raises(ValueError, match="the KV cache budget must be positive"):
         BatchConfig(kv_cache_bytes=0)
+    with pytest.raises(ValueError, match="prefill_patience must be >= 0, got -1"):
+        BatchConfig(prefill_patience=-1)
     none_fits = f"a KV cache budget of 100 bytes holds no block \\({BLOCK_BYTES} bytes each\\)"
     with pytest.raises(ValueError, match=none_fits):
         BatchedModelSource(model, BatchConfig(block_size=BS, kv_cache_bytes=100))

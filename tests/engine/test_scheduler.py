@@ -3,6 +3,7 @@ waiting, preemption, and that every request finishes however small the pool."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -92,3 +93,90 @@ def test_every_request_finishes_and_no_block_leaks(
             break
     assert finished == set(range(len(reqs))), "a request starved"
     assert s.pool.used == 0
+
+
+def run_to_end(s: Scheduler) -> dict[object, int]:
+    """Steps until every request finished -> the prompt tokens each one computed itself (what it did not reuse)."""
+    fed: dict[object, int] = {}
+    for _ in range(10_000):
+        if not (s.running or s.waiting):
+            return fed
+        work = s.plan()
+        assert work, "nothing scheduled while requests wait: a deadlock"
+        for q, n in work:
+            fed[q.key] = fed.get(q.key, 0) + max(0, min(q.computed + n, q.prompt_len) - q.computed)
+        for q in step_work(s, work):
+            s.remove(q)
+    raise AssertionError("requests never finished")
+
+
+def step_work(s: Scheduler, work: list[tuple[Seq, int]]) -> list[Seq]:
+    done = []
+    for seq, n in work:
+        s.commit(seq, n)
+        if seq.computed == len(seq.tokens):
+            seq.tokens.append(7)
+            if seq.generated >= seq.budget:
+                done.append(seq)
+    return done
+
+
+@pytest.mark.parametrize("budget", [3, 8, 64])
+def test_requests_arriving_together_on_one_prefix_prefill_it_once(budget: int) -> None:
+    s = Scheduler(BlockPool(256), LAYOUT, max_running=4, max_step_tokens=budget)
+    system = list(range(100, 130))  # 30 shared tokens: 7 complete blocks of 4
+    for i in range(4):
+        s.add(i, [*system, 200 + i, 300 + i, 400 + i], budget=3)
+    fed = run_to_end(s)
+    assert fed[0] == 33  # the first computes the shared prefix ...
+    assert [fed[i] for i in (1, 2, 3)] == [5, 5, 5]  # ... the others resume at its last block boundary (28)
+    assert s.stats.cached_tokens == 3 * 28 and s.pool.used == 0
+
+
+def test_without_the_prefix_cache_nobody_waits_for_anybody() -> None:
+    s = Scheduler(BlockPool(256, prefix_cache=False), LAYOUT, max_running=4, max_step_tokens=64)
+    for i in range(3):
+        s.add(i, [*range(100, 130), i], budget=1)
+    s.plan()
+    assert len(s.running) == 3
+
+
+def test_a_mostly_cached_prompt_goes_before_a_long_prefill() -> None:
+    s = Scheduler(BlockPool(512), LAYOUT, max_running=4, max_step_tokens=8)
+    history = list(range(500, 560))
+    s.add("turn1", history, budget=1)
+    run_to_end(s)
+    s.add("long", list(range(1000, 1200)), budget=1)  # 200 uncached tokens
+    work = dict((q.key, n) for q, n in s.plan())
+    assert work == {"long": 8}
+    s.add("tool", [*history, 7, 11, 12, 13], budget=1)  # its history is cached: 8 tokens to compute
+    first = None
+    for t in range(30):
+        work = dict((q.key, n) for q, n in s.plan())
+        if first is None and work.get("tool"):
+            first = t
+        for q in step_work(s, [(q, n) for q in list(s.running) for k, n in work.items() if q.key == k]):
+            s.remove(q)
+        if not any(q.key == "tool" for q in [*s.running, *s.waiting]):
+            break
+    assert first == 0 and t <= 2  # it joined at once, took the budget and finished within three steps
+    assert any(q.key == "long" for q in s.running)  # the long prompt is still prefilling
+
+
+@pytest.mark.parametrize("patience", [0, 2, 4])
+def test_a_long_prompt_is_never_passed_over_more_than_patience_steps(patience: int) -> None:
+    s = Scheduler(BlockPool(1024), LAYOUT, max_running=8, max_step_tokens=8, patience=patience)
+    long = s.add("long", list(range(1000, 1100)), budget=1)
+    gaps, gap = [], 0
+    for t in range(200):
+        if t < 150:  # a stream of short prompts, each wanting the whole budget
+            s.add(t, list(range(2000 + 10 * t, 2008 + 10 * t)), budget=1)
+        work = s.plan()
+        gap = 0 if any(q is long for q, _ in work) else gap + 1
+        gaps.append(gap)
+        for q in step_work(s, work):
+            s.remove(q)
+        if long not in s.running and long not in s.waiting:
+            break
+    assert long.generated == 1, "the long prompt starved"
+    assert max(gaps) == patience  # passed over exactly up to the patience, then fed

@@ -32,6 +32,7 @@ class BatchConfig:
     kv_cache_bytes: int | None = None  # None: default_kv_bytes(), at most what max_running full contexts need
     block_size: int = 64
     prefix_cache: bool = True
+    prefill_patience: int = 4  # steps a prompt may be passed over for shorter ones before it goes first
 
     def __post_init__(self) -> None:
         checks = [
@@ -39,6 +40,7 @@ class BatchConfig:
             (self.max_step_tokens >= 1, f"max_step_tokens must be >= 1, got {self.max_step_tokens}"),
             (1 <= self.block_size <= 64, f"block_size must be in 1..64, got {self.block_size}"),
             (self.kv_cache_bytes is None or self.kv_cache_bytes > 0, "the KV cache budget must be positive"),
+            (self.prefill_patience >= 0, f"prefill_patience must be >= 0, got {self.prefill_patience}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -95,7 +97,9 @@ class BatchedModelSource:
             raise ValueError(f"a KV cache budget of {budget} bytes holds no block ({per_block} bytes each)")
         self.storage = PagedStorage(model.config, num_blocks, cfg.block_size, model.dtype)
         self.pool = BlockPool(num_blocks, cfg.prefix_cache)
-        self.scheduler = Scheduler(self.pool, self.storage.layout, cfg.max_running, cfg.max_step_tokens)
+        self.scheduler = Scheduler(
+            self.pool, self.storage.layout, cfg.max_running, cfg.max_step_tokens, cfg.prefill_patience
+        )
         self._requests: dict[int, _Request] = {}
         self._seqs: dict[object, Seq] = {}
 

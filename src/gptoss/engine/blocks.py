@@ -32,6 +32,14 @@ def chain_key(parent: bytes, tokens: Sequence[int]) -> bytes:
     return hashlib.blake2b(parent + array("q", tokens).tobytes(), digest_size=16).digest()
 
 
+def prompt_keys(tokens: Sequence[int], block_size: int) -> list[bytes]:
+    """The chain keys of the complete blocks a request may reuse: all but the one holding its last token."""
+    keys: list[bytes] = []
+    for j in range((len(tokens) - 1) // block_size):
+        keys.append(chain_key(keys[-1] if keys else b"", tokens[j * block_size : (j + 1) * block_size]))
+    return keys
+
+
 @dataclass
 class Block:
     ref: int = 0  # sequences holding it
@@ -149,18 +157,8 @@ class SeqBlocks:
     def reuse(self, pool: BlockPool, tokens: Sequence[int]) -> int:
         """Takes the longest cached prefix of `tokens` that leaves at least one token to compute -> its length."""
         lay, bs = self.layout, self.layout.block_size
-        parent, best, matched = b"", 0, 0
-        for j in range((len(tokens) - 1) // bs):
-            parent = chain_key(parent, tokens[j * bs : (j + 1) * bs])
-            self.keys.append(parent)
-            if lay.has_full and pool.lookup(FULL, parent) is None:
-                break
-            matched = (j + 1) * bs
-            p = (j + 1) * bs
-            if not lay.has_sliding or all(
-                pool.lookup(SLIDING, self.keys[i]) is not None for i in range(lay.band_start(p), j + 1)
-            ):
-                best = p
+        self.keys = prompt_keys(tokens, bs)
+        best, matched = self.match(pool, self.keys)
         if lay.has_full and matched > best:
             # A prefix shared with another request ends here, but its sliding band was not kept: keep ours, so
             # the next request sharing it (the third conversation on one system prompt) resumes there.
@@ -172,6 +170,21 @@ class SeqBlocks:
         if lay.has_sliding and n:
             self.sliding = {i: self._take(pool, SLIDING, i) for i in range(lay.band_start(best), n)}
         return best
+
+    def match(self, pool: BlockPool, keys: Sequence[bytes]) -> tuple[int, int]:
+        """(reusable, matched): the longest prefix of these block keys whose full blocks and sliding band are both
+        cached, and the longest whose full blocks are. Takes nothing."""
+        lay, bs = self.layout, self.layout.block_size
+        best, matched = 0, 0
+        for j, key in enumerate(keys):
+            if lay.has_full and pool.lookup(FULL, key) is None:
+                break
+            matched = p = (j + 1) * bs
+            if not lay.has_sliding or all(
+                pool.lookup(SLIDING, keys[i]) is not None for i in range(lay.band_start(p), j + 1)
+            ):
+                best = p
+        return best, matched
 
     def _take(self, pool: BlockPool, group: str, i: int) -> int:
         b = pool.lookup(group, self.keys[i])
