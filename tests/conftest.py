@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Without a GPU the triton kernels run in triton's interpreter on CPU tensors (read when a kernel is defined, so
+# before any gptoss.ops.triton_* import).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from gptoss.config import PRESETS, ModelConfig
 from gptoss.random_checkpoint import write_random_checkpoint
@@ -49,3 +56,12 @@ def tiny_dir(checkpoints: dict[str, Path]) -> Path:
 def tiny_copy(tmp_path: Path) -> Path:
     """A private tiny checkpoint a test may damage."""
     return write_random_checkpoint(tmp_path / "tiny", TINY, "both", seed=3)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
