@@ -1,15 +1,23 @@
-"""The serving engine under load: a real `gptoss serve` over loopback, driven through /v1/completions (token ids).
+"""The serving engine under load: a real `gptoss serve` over loopback, driven through /v1/completions (token ids),
+then the same agent trace against llama.cpp's own server, one engine at a time.
 
     python -m benchmarks.bench_serving [--preset 20b] [--streams 1,2,4,8] [--conversations 4] [--turns 8]
+                                       [--skip-llama | --llama-server PATH --gguf PATH]
 
 (a) Aggregate decode tokens/s with 1, 2, 4 and 8 concurrent streams (distinct prompts, greedy, fixed length).
 (b) An agent trace rendered with gptoss's own harmony: N conversations x T turns sharing one system + developer
-    prefix (function tool definitions of about --prefix-tokens tokens). Turns alternate between a tool-loop round
-    (the previous prompt, the model's output as an analysis message and a tool call, then a 200-400-token tool
-    result) and a new user turn after a final answer (the answered turn's analysis dropped, as harmony does, so the
-    prompt leaves the previous one where that ended). Per turn: time to first token, prompt tokens, cached tokens
-    (from usage), tokens after the divergence from the conversation's previous prompt; and the total wall time.
-llama-server's half of the issue's comparison is not implemented here.
+    prefix (function tool definitions of about --prefix-tokens tokens), all starting at once. Turns alternate
+    between a tool-loop round (the previous prompt, the model's exact output tokens, then a 200-400-token tool
+    result, as the server's own tool loop builds it) and a new user turn after a final answer (the conversation
+    re-rendered with the answered turn's analysis dropped, as harmony does, so the prompt leaves the previous one
+    where that turn's output began). Per turn: time to first token, prompt tokens, cached tokens (from usage),
+    tokens after the divergence from the conversation's previous prompt; the total wall time; and each tool-loop
+    turn's time to first token over a cold prefill of its prompt (estimated from a cold prefill measured first).
+(c) The same trace against llama-server (`-np` = conversations, each conversation pinned to its slot with
+    `id_slot`, prompt caching on, weight repacking off as in benchmarks/llamacpp.py, same random weights as a GGUF
+    from `python -m benchmarks.llamacpp prepare`), its processed vs cached prompt tokens from `timings`; and the
+    wall-time ratio gptoss / llama-server. A missing binary or GGUF exits 2 with what to do; --skip-llama runs
+    gptoss alone. llama-server needs several GB: run the whole command under the machine's big-memory lock.
 `--preset tiny-random` (the full-vocabulary tiny random checkpoint, seconds) proves the script works; its numbers
 mean nothing. Last line: one JSON object.
 """
@@ -18,19 +26,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from benchmarks import llama_server
 from benchmarks.common import CACHE, cpu_model, emit, random_checkpoint
+from benchmarks.llamacpp import gguf_path
 from gptoss.engine.loader import ensure_tiny_random
 from gptoss.harmony import (
     Author,
@@ -81,47 +92,76 @@ def start_server(path: Path, extra: list[str]) -> tuple[subprocess.Popen[bytes],
 
 @dataclass
 class Completion:
-    text: str
+    token_ids: list[int]
     ttft: float
-    wall: float
     first_at: float
     end_at: float
-    output_tokens: int
     prompt_tokens: int
     cached_tokens: int
 
 
-async def complete(client: httpx.AsyncClient, prompt: list[int], max_tokens: int) -> Completion:
-    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True,
+async def sse_lines(client: httpx.AsyncClient, path: str, body: dict[str, object]) -> AsyncIterator[dict[str, Any]]:
+    async with client.stream("POST", path, json=body) as r:
+        if r.status_code != 200:
+            raise SystemExit(f"{path} answered {r.status_code}: {(await r.aread()).decode(errors='replace')[:500]}")
+        async for line in r.aiter_lines():
+            chunk = llama_server.read_chunk(line) if line != "data: [DONE]" else None
+            if chunk is not None:
+                yield chunk
+
+
+async def gptoss_complete(client: httpx.AsyncClient, prompt: list[int], max_tokens: int, slot: int) -> Completion:
+    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True, "return_token_ids": True,
             "stream_options": {"include_usage": True}}  # fmt: skip
     start = time.perf_counter()
-    first, text, usage = None, [], {}
-    async with client.stream("POST", "/v1/completions", json=body) as r:
-        r.raise_for_status()
-        async for line in r.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            if chunk.get("choices"):
-                first = first or time.perf_counter()
-                text.append(chunk["choices"][0]["text"])
-            usage = chunk.get("usage") or usage
+    first: float | None = None
+    ids: list[int] = []
+    usage: dict[str, Any] = {}
+    async for chunk in sse_lines(client, "/v1/completions", body):
+        if chunk.get("choices"):
+            ids += chunk["choices"][0].get("token_ids", [])
+            first = first or (time.perf_counter() if ids else None)
+        usage = chunk.get("usage") or usage
     end = time.perf_counter()
     first = first or end
-    details = usage.get("prompt_tokens_details") or {}
-    return Completion(
-        "".join(text), first - start, end - start, first, end, usage.get("completion_tokens", 0),
-        usage.get("prompt_tokens", len(prompt)), details.get("cached_tokens", 0),
-    )  # fmt: skip
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
+    return Completion(ids, first - start, first, end, usage.get("prompt_tokens", len(prompt)), cached)
+
+
+async def llama_complete(client: httpx.AsyncClient, prompt: list[int], max_tokens: int, slot: int) -> Completion:
+    start = time.perf_counter()
+    first: float | None = None
+    ids: list[int] = []
+    timings: dict[str, Any] = {}
+    async for chunk in sse_lines(client, "/completion", llama_server.completion_body(prompt, max_tokens, slot)):
+        ids += chunk.get("tokens") or []
+        first = first or (time.perf_counter() if ids else None)
+        timings = chunk.get("timings") or timings
+    end = time.perf_counter()
+    first = first or end
+    processed, cached = int(timings.get("prompt_n", len(prompt))), int(timings.get("cache_n", 0))
+    return Completion(ids, first - start, first, end, processed + cached, cached)
+
+
+Complete = Callable[[httpx.AsyncClient, list[int], int, int], Awaitable[Completion]]
 
 
 async def decode_rate(url: str, streams: int, tokens: int) -> float:
     """Aggregate tokens/s while all streams decode: tokens after each stream's first, over the common span."""
     async with httpx.AsyncClient(base_url=url, timeout=3600) as client:
         prompts = [ENC.encode(f"stream {i}: " + " ".join(WORDS), allowed_special="all") for i in range(streams)]
-        done = await asyncio.gather(*(complete(client, p, tokens) for p in prompts))
+        done = await asyncio.gather(*(gptoss_complete(client, p, tokens, i) for i, p in enumerate(prompts)))
     span = max(c.end_at for c in done) - min(c.first_at for c in done)
-    return sum(c.output_tokens - 1 for c in done) / span if span > 0 else 0.0
+    return sum(len(c.token_ids) - 1 for c in done) / span if span > 0 else 0.0
+
+
+async def cold_prefill_rate(url: str, complete: Complete, tokens: int) -> float:
+    """Seconds per prompt token of a cold prefill: a prompt nothing else shares, one output token."""
+    rng = random.Random(99)
+    prompt = ENC.encode("cold " + words(rng, tokens - 1), allowed_special="all")
+    async with httpx.AsyncClient(base_url=url, timeout=3600) as client:
+        got = await complete(client, prompt, 1, 0)
+    return got.ttft / len(prompt)
 
 
 def words(rng: random.Random, n_tokens: int) -> str:
@@ -166,47 +206,119 @@ class Turn:
     after_divergence: int
 
 
-async def conversation(client: httpx.AsyncClient, c: int, turns: int, prefix: list[Message], out: int) -> list[Turn]:
+def reply_text(ids: list[int]) -> str:
+    return ENC.decode(ids).replace("<|", "< |") or "ok"  # the model's text, kept inert
+
+
+async def conversation(
+    complete: Complete, client: httpx.AsyncClient, c: int, turns: int, prefix: list[Message], out: int
+) -> list[Turn]:
     rng = random.Random(c)
     messages = [*prefix, Message.from_role_and_content(Role.USER, f"task {c}: " + words(rng, 60))]
-    previous: list[int] = []
+    prompt, previous = render(messages), list[int]()
     result = []
     for t in range(turns):
-        prompt = render(messages)
         kind = "first" if t == 0 else ("tool" if t % 2 else "user")
-        got = await complete(client, prompt, out)
+        got = await complete(client, prompt, out, c)
         after = len(prompt) - common_prefix(prompt, previous)
         result.append(Turn(c, t, kind, got.ttft, got.prompt_tokens, got.cached_tokens, after))
         previous = prompt
-        reply = got.text.replace("<|", "< |") or "ok"  # the model's text, kept inert
-        if t % 2 == 0:  # the next turn is a tool-loop round: reasoning and the call stay, the result follows
-            messages += [
-                Message.from_role_and_content(Role.ASSISTANT, reply).with_channel("analysis"),
+        if t % 2 == 0:  # a tool-loop round next: the exact output, then the tool's result (the server's tool loop)
+            tool = Message.from_author_and_content(
+                Author.new(Role.TOOL, "functions.tool_0"), words(rng, rng.randrange(200, 400))
+            ).with_channel("commentary")
+            prompt = prompt + got.token_ids + render([tool])
+            messages += [  # what a client re-sends later: the reasoning (dropped after the answer), call, result
+                Message.from_role_and_content(Role.ASSISTANT, reply_text(got.token_ids)).with_channel("analysis"),
                 Message.from_role_and_content(Role.ASSISTANT, '{"q": "x"}')
                 .with_channel("commentary")
                 .with_recipient("functions.tool_0")
                 .with_content_type("<|constrain|>json"),
-                Message.from_author_and_content(
-                    Author.new(Role.TOOL, "functions.tool_0"), words(rng, rng.randrange(200, 400))
-                ).with_channel("commentary"),
+                tool,
             ]
         else:  # a final answer, then a new user turn: harmony drops the answered turn's analysis
             messages = [m for m in messages if m.channel != "analysis"]
             messages += [
-                Message.from_role_and_content(Role.ASSISTANT, reply).with_channel("final"),
+                Message.from_role_and_content(Role.ASSISTANT, reply_text(got.token_ids)).with_channel("final"),
                 Message.from_role_and_content(Role.USER, words(rng, 30)),
             ]
+            prompt = render(messages)
     return result
 
 
-async def agent_trace(url: str, args: argparse.Namespace) -> tuple[list[Turn], float]:
+async def agent_trace(url: str, complete: Complete, args: argparse.Namespace) -> tuple[list[Turn], float]:
     prefix = prefix_messages(args.prefix_tokens)
     start = time.perf_counter()
     async with httpx.AsyncClient(base_url=url, timeout=3600) as client:
         runs = await asyncio.gather(
-            *(conversation(client, c, args.turns, prefix, args.output_tokens) for c in range(args.conversations))
+            *(
+                conversation(complete, client, c, args.turns, prefix, args.output_tokens)
+                for c in range(args.conversations)
+            )
         )
     return [t for run in runs for t in run], time.perf_counter() - start
+
+
+@dataclass
+class TraceRun:
+    engine: str
+    turns: list[Turn]
+    wall_s: float
+    cold_s_per_token: float
+
+    def summary(self) -> dict[str, object]:
+        later = [t for t in self.turns if t.turn > 0]
+        within = sum(t.prompt_tokens - t.cached_tokens <= t.after_divergence + 64 for t in later)
+        tool = [t.ttft_s / (t.prompt_tokens * self.cold_s_per_token) for t in self.turns if t.kind == "tool"]
+        firsts = [t for t in self.turns if t.turn == 0]
+        return {
+            "wall_s": round(self.wall_s, 2),
+            "prompt_tokens": sum(t.prompt_tokens for t in self.turns),
+            "prefilled_tokens": sum(t.prompt_tokens - t.cached_tokens for t in self.turns),
+            "first_turns_prefilled": [t.prompt_tokens - t.cached_tokens for t in firsts],
+            "later_turns_within_one_block": within,
+            "later_turns": len(later),
+            "cold_prefill_s_per_token": round(self.cold_s_per_token, 5),
+            "tool_ttft_over_cold": [round(r, 3) for r in tool],
+            "turns": [asdict(t) for t in self.turns],
+        }  # fmt: skip
+
+    def table(self) -> list[tuple[str, str]]:
+        rows = [
+            (f"{self.engine} c{t.conversation} t{t.turn} {t.kind}", f"ttft {t.ttft_s:.2f}s  prompt {t.prompt_tokens}  "
+             f"cached {t.cached_tokens}  prefilled {t.prompt_tokens - t.cached_tokens}  after {t.after_divergence}")
+            for t in self.turns
+        ]  # fmt: skip
+        return [*rows, (f"{self.engine} trace wall", f"{self.wall_s:.2f}s")]
+
+
+def run_trace(engine: str, url: str, complete: Complete, args: argparse.Namespace) -> TraceRun:
+    cold = asyncio.run(cold_prefill_rate(url, complete, args.cold_tokens))
+    turns, wall = asyncio.run(agent_trace(url, complete, args))
+    return TraceRun(engine, turns, wall, cold)
+
+
+def gptoss_half(args: argparse.Namespace) -> tuple[dict[int, float], TraceRun, str]:
+    proc, url = start_server(checkpoint(args.preset), args.serve_args.split())
+    try:
+        rates = {n: asyncio.run(decode_rate(url, n, args.decode_tokens)) for n in map(int, args.streams.split(","))}
+        trace = run_trace("gptoss", url, gptoss_complete, args)
+        metrics = httpx.get(url + "/metrics").text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    return rates, trace, metrics
+
+
+def llama_half(args: argparse.Namespace) -> TraceRun:
+    port = free_port()
+    extra = args.llama_args.split()
+    proc = llama_server.start(args.llama_server, args.gguf, port, args.conversations, args.llama_ctx, extra)
+    try:
+        return run_trace("llama-server", f"http://127.0.0.1:{port}", llama_complete, args)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
 
 
 def main() -> None:
@@ -218,40 +330,38 @@ def main() -> None:
     p.add_argument("--turns", type=int, default=8)
     p.add_argument("--prefix-tokens", type=int, default=1500)
     p.add_argument("--output-tokens", type=int, default=32, help="tokens generated per trace turn")
+    p.add_argument("--cold-tokens", type=int, default=512, help="prompt of the cold-prefill measurement")
     p.add_argument("--serve-args", default="", help="extra `gptoss serve` options, e.g. '--kv-cache-gb 4'")
+    p.add_argument("--skip-llama", action="store_true", help="run gptoss alone (no llama-server half)")
+    p.add_argument("--llama-server", type=Path, default=llama_server.default_server())
+    p.add_argument("--gguf", type=Path, default=None, help="default: `benchmarks.llamacpp prepare`'s for --preset")
+    p.add_argument("--llama-ctx", type=int, default=8192, help="llama-server context per slot")
+    p.add_argument("--llama-args", default="--no-repack", help="extra llama-server options")
     args = p.parse_args()
-    proc, url = start_server(checkpoint(args.preset), args.serve_args.split())
-    try:
-        rates = {n: asyncio.run(decode_rate(url, n, args.decode_tokens)) for n in map(int, args.streams.split(","))}
-        turns, wall = asyncio.run(agent_trace(url, args))
-        metrics = httpx.get(url + "/metrics").text
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-    later = [t for t in turns if t.turn > 0]
-    within = sum(t.prompt_tokens - t.cached_tokens <= t.after_divergence + 64 for t in later)
+    if not args.skip_llama:
+        args.gguf = args.gguf or gguf_path(args.preset)
+        why = llama_server.missing(args.llama_server, args.gguf)
+        if why is not None:
+            print(why, file=sys.stderr)
+            raise SystemExit(2)
+    rates, ours, metrics = gptoss_half(args)
+    theirs = None if args.skip_llama else llama_half(args)
     preempted = [ln.split()[-1] for ln in metrics.splitlines() if ln.startswith("gptoss_preemptions_total")]
-    result = {
+    result: dict[str, object] = {
         "benchmark": "serving",
         "preset": args.preset,
         "cpu": cpu_model(),
         "threads": os.cpu_count(),
+        "load_average": os.getloadavg()[0],
         "decode_tokens_per_s": {str(n): round(r, 2) for n, r in rates.items()},
-        "trace_wall_s": round(wall, 2),
-        "trace_prompt_tokens": sum(t.prompt_tokens for t in turns),
-        "trace_prefilled_tokens": sum(t.prompt_tokens - t.cached_tokens for t in turns),
-        "later_turns_within_one_block": within,
-        "later_turns": len(later),
         "preemptions": float(preempted[0]) if preempted else None,
-        "turns": [asdict(t) for t in turns],
-    }  # fmt: skip
-    table = [(f"decode x{n}", f"{r:.2f} tok/s") for n, r in rates.items()]
-    table += [
-        (f"c{t.conversation} t{t.turn} {t.kind}", f"ttft {t.ttft_s:.2f}s  prompt {t.prompt_tokens}  cached "
-         f"{t.cached_tokens}  prefilled {t.prompt_tokens - t.cached_tokens}  after divergence {t.after_divergence}")
-        for t in turns
-    ]  # fmt: skip
-    table.append(("trace wall", f"{wall:.2f}s"))
+        "gptoss": ours.summary(),
+        "llama_server": theirs.summary() if theirs is not None else None,
+        "wall_ratio_gptoss_over_llama": round(ours.wall_s / theirs.wall_s, 3) if theirs is not None else None,
+    }
+    table = [(f"decode x{n}", f"{r:.2f} tok/s") for n, r in rates.items()] + ours.table()
+    if theirs is not None:
+        table += [*theirs.table(), ("wall gptoss / llama-server", f"{ours.wall_s / theirs.wall_s:.3f}")]
     emit(table, result)
 
 

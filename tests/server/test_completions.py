@@ -51,6 +51,25 @@ def test_logprobs_columns(srv: Running) -> None:
     assert lp.top_logprobs is not None and all(len(t) == 2 for t in lp.top_logprobs)
 
 
+def test_return_token_ids_gives_the_exact_output_tokens(srv: Running) -> None:
+    client = srv.client()
+    r = client.completions.create(model=MODEL, prompt=RAW, max_tokens=6, extra_body={"return_token_ids": True})
+    assert r.choices[0].model_extra == {"token_ids": tokens(OUT)[:6]}
+    cut = client.completions.create(
+        model=MODEL, prompt=RAW, max_tokens=100, stop=["think"], extra_body={"return_token_ids": True}
+    )
+    assert cut.choices[0].text == "<|channel|>analysis<|message|>Let me "
+    assert cut.choices[0].model_extra == {"token_ids": tokens(OUT)[:6]}  # the text is cut; the tokens are not
+    chunks = list(
+        client.completions.create(
+            model=MODEL, prompt=RAW, max_tokens=6, stream=True, extra_body={"return_token_ids": True}
+        )
+    )
+    assert [t for c in chunks for t in (c.choices[0].model_extra or {})["token_ids"]] == tokens(OUT)[:6]
+    plain = client.completions.create(model=MODEL, prompt=RAW, max_tokens=2)
+    assert not plain.choices[0].model_extra
+
+
 def test_models(srv: Running) -> None:
     client = srv.client()
     (model,) = client.models.list().data

@@ -85,6 +85,7 @@ class CompletionRun:
         self.matcher = StopMatcher(stop_list(req.stop))
         self.logprobs = LegacyLogprobs() if req.logprobs is not None else None
         self.text = ""
+        self.token_ids: list[int] = []  # every token the model produced (a stop sequence may cut the text, not these)
         self.id, self.created, self.model, self.req = new_id("cmpl"), now(), state.config.model_name, req
         self.gone = False
 
@@ -92,21 +93,30 @@ class CompletionRun:
         self.gone = True
         self.generation.cancel()
 
-    async def pieces(self) -> AsyncIterator[tuple[str, dict[str, list[Any]] | None]]:
-        """(text, logprobs row) per token, cut at a stop sequence."""
+    async def pieces(self) -> AsyncIterator[tuple[str, dict[str, list[Any]] | None, list[int]]]:
+        """(text, logprobs row, token ids since the last piece) per token, cut at a stop sequence."""
+        sent = 0
         async for event in self.generation:
+            self.token_ids.append(event.token)
             safe = self.matcher.feed(self.detokenizer.push(event.token))
             row = self.logprobs.add(event, len(self.text)) if self.logprobs is not None else None
             self.text += safe
-            if safe or row:
-                yield safe, row
+            if safe or row or self.req.return_token_ids:
+                yield safe, row, self.token_ids[sent:]
+                sent = len(self.token_ids)
             if self.matcher.stopped:
                 self.generation.cancel()
                 break
         rest = self.matcher.feed(self.detokenizer.flush()) + self.matcher.flush()
         self.text += rest
         if rest:
-            yield rest, None
+            yield rest, None, self.token_ids[sent:]
+
+    def choice(self, text: str, logprobs: Any, finish_reason: str | None, ids: list[int]) -> dict[str, Any]:
+        out = {"text": text, "index": 0, "logprobs": logprobs, "finish_reason": finish_reason}
+        if self.req.return_token_ids:
+            out["token_ids"] = ids
+        return out
 
     def finish_reason(self) -> str:
         if self.generation.finish is Finish.ERROR:
@@ -139,14 +149,14 @@ async def create_completion(req: CompletionRequest, request: Request, state: Ser
     finally:
         run.generation.cancel()
     logprobs = run.logprobs.columns if run.logprobs is not None else None
-    choice = {"text": run.text, "index": 0, "logprobs": logprobs, "finish_reason": run.finish_reason()}
+    choice = run.choice(run.text, logprobs, run.finish_reason(), run.token_ids)
     return JSONResponse(run.body([choice], usage_of(run.generation, None)))
 
 
 async def stream_completion(run: CompletionRun) -> AsyncGenerator[bytes, None]:
     try:
-        async for text, row in run.pieces():
-            yield frame(run.body([{"text": text, "index": 0, "logprobs": row, "finish_reason": None}]))
+        async for text, row, ids in run.pieces():
+            yield frame(run.body([run.choice(text, row, None, ids)]))
     finally:
         run.generation.cancel()
     if not run.gone:
@@ -159,7 +169,7 @@ def final_chunks(run: CompletionRun) -> list[bytes]:
         reason = run.finish_reason()
     except ApiError as e:
         return [frame(e.body()), DONE]
-    chunks = [frame(run.body([{"text": "", "index": 0, "logprobs": None, "finish_reason": reason}]))]
+    chunks = [frame(run.body([run.choice("", None, reason, [])]))]
     options = run.req.stream_options
     if options is not None and options.include_usage:
         chunks.append(frame(run.body([], usage_of(run.generation, None))))

@@ -286,6 +286,7 @@ class CompletionRequest(Request):
     frequency_penalty: Penalty = None
     presence_penalty: Penalty = None
     logit_bias: LogitBias = None
+    return_token_ids: bool | None = None  # vLLM's extension: each choice also carries the output's token ids
     suffix: Annotated[Any, BeforeValidator(refuse("suffix (fill-in-the-middle) is not supported by gpt-oss"))] = None
     user: str | None = None
 
