@@ -211,12 +211,17 @@ def reply_text(ids: list[int]) -> str:
 
 
 async def conversation(
-    complete: Complete, client: httpx.AsyncClient, c: int, turns: int, prefix: list[Message], out: int
-) -> list[Turn]:
+    complete: Complete,
+    client: httpx.AsyncClient,
+    c: int,
+    turns: int,
+    prefix: list[Message],
+    out: int,
+    result: list[Turn],
+) -> None:
     rng = random.Random(c)
     messages = [*prefix, Message.from_role_and_content(Role.USER, f"task {c}: " + words(rng, 60))]
     prompt, previous = render(messages), list[int]()
-    result = []
     for t in range(turns):
         kind = "first" if t == 0 else ("tool" if t % 2 else "user")
         got = await complete(client, prompt, out, c)
@@ -243,20 +248,28 @@ async def conversation(
                 Message.from_role_and_content(Role.USER, words(rng, 30)),
             ]
             prompt = render(messages)
-    return result
 
 
-async def agent_trace(url: str, complete: Complete, args: argparse.Namespace) -> tuple[list[Turn], float]:
+async def agent_trace(
+    url: str, complete: Complete, args: argparse.Namespace, limit: float | None
+) -> tuple[list[Turn], float, bool]:
+    """-> (turns in completion order, wall time, whether `limit` seconds cut it short: then the wall is a lower
+    bound and only the finished turns are reported)."""
     prefix = prefix_messages(args.prefix_tokens)
+    turns: list[Turn] = []
     start = time.perf_counter()
     async with httpx.AsyncClient(base_url=url, timeout=3600) as client:
-        runs = await asyncio.gather(
+        runs = asyncio.gather(
             *(
-                conversation(complete, client, c, args.turns, prefix, args.output_tokens)
+                conversation(complete, client, c, args.turns, prefix, args.output_tokens, turns)
                 for c in range(args.conversations)
             )
         )
-    return [t for run in runs for t in run], time.perf_counter() - start
+        try:
+            await asyncio.wait_for(runs, limit)
+        except TimeoutError:
+            return sorted(turns, key=lambda t: (t.conversation, t.turn)), time.perf_counter() - start, True
+    return sorted(turns, key=lambda t: (t.conversation, t.turn)), time.perf_counter() - start, False
 
 
 @dataclass
@@ -265,6 +278,7 @@ class TraceRun:
     turns: list[Turn]
     wall_s: float
     cold_s_per_token: float
+    cut_short: bool  # the time limit stopped it: wall_s is a lower bound
 
     def summary(self) -> dict[str, object]:
         later = [t for t in self.turns if t.turn > 0]
@@ -273,6 +287,7 @@ class TraceRun:
         firsts = [t for t in self.turns if t.turn == 0]
         return {
             "wall_s": round(self.wall_s, 2),
+            "cut_short": self.cut_short,
             "prompt_tokens": sum(t.prompt_tokens for t in self.turns),
             "prefilled_tokens": sum(t.prompt_tokens - t.cached_tokens for t in self.turns),
             "first_turns_prefilled": [t.prompt_tokens - t.cached_tokens for t in firsts],
@@ -289,20 +304,21 @@ class TraceRun:
              f"cached {t.cached_tokens}  prefilled {t.prompt_tokens - t.cached_tokens}  after {t.after_divergence}")
             for t in self.turns
         ]  # fmt: skip
-        return [*rows, (f"{self.engine} trace wall", f"{self.wall_s:.2f}s")]
+        wall = f"{self.wall_s:.2f}s" + (" (cut short by the time limit: a lower bound)" if self.cut_short else "")
+        return [*rows, (f"{self.engine} trace wall", wall)]
 
 
-def run_trace(engine: str, url: str, complete: Complete, args: argparse.Namespace) -> TraceRun:
+def run_trace(engine: str, url: str, complete: Complete, args: argparse.Namespace, limit: float | None) -> TraceRun:
     cold = asyncio.run(cold_prefill_rate(url, complete, args.cold_tokens))
-    turns, wall = asyncio.run(agent_trace(url, complete, args))
-    return TraceRun(engine, turns, wall, cold)
+    turns, wall, cut = asyncio.run(agent_trace(url, complete, args, limit))
+    return TraceRun(engine, turns, wall, cold, cut)
 
 
 def gptoss_half(args: argparse.Namespace) -> tuple[dict[int, float], TraceRun, str]:
     proc, url = start_server(checkpoint(args.preset), args.serve_args.split())
     try:
         rates = {n: asyncio.run(decode_rate(url, n, args.decode_tokens)) for n in map(int, args.streams.split(","))}
-        trace = run_trace("gptoss", url, gptoss_complete, args)
+        trace = run_trace("gptoss", url, gptoss_complete, args, None)
         metrics = httpx.get(url + "/metrics").text
     finally:
         proc.terminate()
@@ -315,7 +331,7 @@ def llama_half(args: argparse.Namespace) -> TraceRun:
     extra = args.llama_args.split()
     proc = llama_server.start(args.llama_server, args.gguf, port, args.conversations, args.llama_ctx, extra)
     try:
-        return run_trace("llama-server", f"http://127.0.0.1:{port}", llama_complete, args)
+        return run_trace("llama-server", f"http://127.0.0.1:{port}", llama_complete, args, args.llama_limit)
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -337,6 +353,12 @@ def main() -> None:
     p.add_argument("--gguf", type=Path, default=None, help="default: `benchmarks.llamacpp prepare`'s for --preset")
     p.add_argument("--llama-ctx", type=int, default=8192, help="llama-server context per slot")
     p.add_argument("--llama-args", default="--no-repack", help="extra llama-server options")
+    p.add_argument(
+        "--llama-limit",
+        type=float,
+        default=None,
+        help="seconds after which llama-server's trace stops (wall: a lower bound)",
+    )
     args = p.parse_args()
     if not args.skip_llama:
         args.gguf = args.gguf or gguf_path(args.preset)
@@ -358,6 +380,7 @@ def main() -> None:
         "gptoss": ours.summary(),
         "llama_server": theirs.summary() if theirs is not None else None,
         "wall_ratio_gptoss_over_llama": round(ours.wall_s / theirs.wall_s, 3) if theirs is not None else None,
+        "wall_ratio_is_an_upper_bound": theirs.cut_short if theirs is not None else None,
     }
     table = [(f"decode x{n}", f"{r:.2f} tok/s") for n, r in rates.items()] + ours.table()
     if theirs is not None:
