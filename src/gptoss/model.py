@@ -5,7 +5,7 @@ logit per head, a 128-token band on sliding layers) -> residual; RMSNorm -> rout
 -> MXFP4 experts with clamped SwiGLU -> residual. Then a final RMSNorm and the unembedding.
 
 The hot ops (RMSNorm, the rotary embedding, the projections, the attention core and the expert MLPs) go through
-`gptoss.ops`, whose plain-torch forms (ops/reference.py) hold the rest of the math (the sink softmax, the interleaved
+`gptoss.ops` (`gptoss.gpu.ops` on a GPU: Transformer's `kernels`), whose plain-torch forms (ops/reference.py) hold the rest of the math (the sink softmax, the interleaved
 SwiGLU with its +1 and clamp).
 Nothing about speed lives here: kernels, caches policy and threading are chosen outside.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Protocol
 
 import torch
@@ -69,7 +70,7 @@ class Rope:
     """YaRN-scaled rotary embedding: per-dimension blend of original and 1/factor frequencies, and a
     'concentration' factor 0.1*ln(factor)+1 multiplied into both cos and sin (so q.k scales by its square)."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, device: torch.device | str = "cpu") -> None:
         d_half = cfg.head_dim // 2
         freq = cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim)  # (D/2,)
         if cfg.rope_scaling_factor > 1.0:
@@ -84,6 +85,7 @@ class Rope:
         else:
             self.concentration = 1.0
             self.inv_freq = 1.0 / freq
+        self.inv_freq = self.inv_freq.to(device)  # beside the positions: a no-op on the CPU
 
     def cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         angles = positions.float()[:, None] * self.inv_freq[None, :]  # (T, D/2)
@@ -101,11 +103,14 @@ class Adapter(Protocol):
 
 
 class Transformer:
-    def __init__(self, cfg: ModelConfig, weights: Weights, adapter: Adapter | None = None) -> None:
+    def __init__(
+        self, cfg: ModelConfig, weights: Weights, adapter: Adapter | None = None, kernels: ModuleType = ops
+    ) -> None:
         self.cfg = cfg
         self.w = weights
         self.adapter = adapter
-        self.rope = Rope(cfg)
+        self.ops = kernels  # gptoss.ops (the CPU backends) or gptoss.gpu.ops (triton): the same signatures
+        self.rope = Rope(cfg, weights.norm.device)
         self.sm_scale = 1.0 / math.sqrt(cfg.head_dim)
 
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor, cache: AttentionCache | None) -> torch.Tensor:
@@ -116,7 +121,7 @@ class Transformer:
         cos, sin = self.rope.cos_sin(positions)
         for i in range(len(self.w.layers)):
             x = self.block(x, i, positions, cos, sin, cache)
-        return ops.rms_norm(x, self.w.norm, self.cfg.rms_norm_eps)
+        return self.ops.rms_norm(x, self.w.norm, self.cfg.rms_norm_eps)
 
     def block(
         self,
@@ -132,10 +137,10 @@ class Transformer:
         return x + self.moe(x, layer.moe, i)
 
     def unembed(self, h: torch.Tensor) -> torch.Tensor:
-        return ops.linear(h, self.w.unembedding).float()  # (T, V), no bias, no softcap
+        return self.ops.linear(h, self.w.unembedding).float()  # (T, V), no bias, no softcap
 
     def linear(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, layer: int, name: str) -> torch.Tensor:
-        y = ops.linear(x, w, b)
+        y = self.ops.linear(x, w, b)
         delta = self.adapter.linear(layer, name, x) if self.adapter is not None else None
         return y if delta is None else y + delta.to(y.dtype)
 
@@ -150,15 +155,15 @@ class Transformer:
         cache: AttentionCache | None,
     ) -> torch.Tensor:
         cfg, T = self.cfg, x.shape[0]
-        t = ops.rms_norm(x, a.norm, cfg.rms_norm_eps)
+        t = self.ops.rms_norm(x, a.norm, cfg.rms_norm_eps)
         q = self.linear(t, a.wq, a.bq, layer, "q").view(T, cfg.num_attention_heads, cfg.head_dim)  # (T, Hq, D)
         k = self.linear(t, a.wk, a.bk, layer, "k").view(T, cfg.num_key_value_heads, cfg.head_dim)  # (T, Hkv, D)
         v = self.linear(t, a.wv, a.bv, layer, "v").view(T, cfg.num_key_value_heads, cfg.head_dim)  # (T, Hkv, D)
-        q, k = ops.rope(q, cos, sin), ops.rope(k, cos, sin)  # half-split: j pairs with j + D/2
+        q, k = self.ops.rope(q, cos, sin), self.ops.rope(k, cos, sin)  # half-split: j pairs with j + D/2
         window = cfg.sliding_window if cfg.is_sliding(layer) else 0
 
         def core(q: Tensor, k: Tensor, v: Tensor, q_pos: Tensor, k_pos: Tensor) -> Tensor:
-            return ops.attention(q, k, v, a.sinks, q_pos, k_pos, window, self.sm_scale)  # (T, Hq*D)
+            return self.ops.attention(q, k, v, a.sinks, q_pos, k_pos, window, self.sm_scale)  # (T, Hq*D)
 
         # With a cache, it adds this chunk's keys and values and runs `core` over each sequence's keys.
         o = core(q, k, v, positions, positions) if cache is None else cache.attend(layer, q, k, v, positions, core)
@@ -166,7 +171,7 @@ class Transformer:
 
     def moe(self, x: torch.Tensor, m: MoEWeights, layer: int) -> torch.Tensor:
         cfg = self.cfg
-        t = ops.rms_norm(x, m.norm, cfg.rms_norm_eps)
+        t = self.ops.rms_norm(x, m.norm, cfg.rms_norm_eps)
         g = self.linear(t, m.router_w, m.router_b, layer, "router").float()  # (T, E)
         # Top-k first, then a softmax over only the k selected logits.
         vals, idx = torch.topk(g, cfg.experts_per_token, dim=-1, sorted=True)  # (T, k)
@@ -178,7 +183,7 @@ class Transformer:
     def experts(self, t: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, m: MoEWeights) -> torch.Tensor:
         """(T, H): each token's k selected experts applied to it, weighted by w (a parallel model applies only
         its own experts here)."""
-        return ops.moe_experts(
+        return self.ops.moe_experts(
             t, idx, w,
             m.mlp1_blocks, m.mlp1_scales, m.mlp1_bias,
             m.mlp2_blocks, m.mlp2_scales, m.mlp2_bias,

@@ -108,7 +108,7 @@ class Model:
         chunk: int,
         constraint: TokenConstraint | None,
     ) -> Iterator[tuple[int, torch.Tensor] | None]:
-        generator = make_generator(params.seed)
+        generator = make_generator(params.seed, self.device)
         cache = self.new_cache()
         h = torch.empty(0)
         for start in range(0, len(tokens), chunk):
@@ -155,14 +155,25 @@ def load(
     context_length: int | None = None,
 ) -> Model:
     """Loads a gpt-oss checkpoint (Hugging Face root or `original/` folder). dtype None keeps the checkpoint's
-    (bf16); context_length None allows the model's full trained context (131072 for the released models)."""
+    (bf16); context_length None allows the model's full trained context (131072 for the released models).
+    device "cuda" (or "cuda:N") runs the GPU path (gptoss.gpu); a RuntimeError says why when it cannot."""
     ckpt = open_checkpoint(path)
     dev = torch.device(device)
+    if dev.type not in ("cpu", "cuda"):
+        raise InputError(f"device {str(device)!r}: gptoss runs on 'cpu' or 'cuda'")
+    if dev.type == "cuda":
+        from gptoss.gpu import require_cuda
+
+        require_cuda(dev)  # before any weight is read
     dt = dtype or torch.bfloat16
     limit = context_length or ckpt.config.max_context
     if not 0 < limit <= ckpt.config.max_context:
         raise InputError(f"context_length {limit} must be in 1..{ckpt.config.max_context} for this model")
     weights = load_weights(ckpt, dt, dev)
+    if dev.type == "cuda":  # the weights were copied as they are stored: bf16, and MXFP4 blocks + scales
+        from gptoss.gpu.runtime import load_device
+
+        return load_device(ckpt.config, weights, dev, dt, limit)
     populate(per_token_tensors(weights))
     if ops.BACKEND == "native" and dt == torch.bfloat16 and dev.type == "cpu":
         ops.native.linear_gemm_bf16()  # measures which prefill GEMM is faster here now, not in the first prompt

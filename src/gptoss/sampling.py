@@ -65,8 +65,9 @@ def apply_bias(logits: torch.Tensor, bias: tuple[tuple[int, float], ...]) -> tor
     inside = [(t, b) for t, b in bias if t < logits.shape[-1]]
     if not inside:
         return logits
-    ids = torch.tensor([t for t, _ in inside])
-    return logits.float().index_add(-1, ids, torch.tensor([b for _, b in inside], dtype=torch.float32))
+    ids = torch.tensor([t for t, _ in inside], device=logits.device)
+    values = torch.tensor([b for _, b in inside], dtype=torch.float32, device=logits.device)
+    return logits.float().index_add(-1, ids, values)
 
 
 def apply_mask(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -79,7 +80,7 @@ def apply_mask(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         raise ValueError(f"token mask of shape {shapes}")
     if not bool(mask.any()):
         raise ValueError("token mask allows no token")
-    return logits.float().masked_fill(~mask, float("-inf"))
+    return logits.float().masked_fill(~mask.to(logits.device), float("-inf"))  # constraints build masks on the CPU
 
 
 def filter_logits(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:

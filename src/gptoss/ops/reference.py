@@ -53,7 +53,7 @@ def moe_experts(
     swiglu_limit: float,
 ) -> torch.Tensor:  # (T, H) in x.dtype: sum_k w_k * (mlp2_e(swiglu(mlp1_e(x))) + b2_e)
     T, H = x.shape
-    out = torch.zeros(T, H, dtype=torch.float32)
+    out = torch.zeros(T, H, dtype=torch.float32, device=x.device)
     # One expert at a time, tokens gathered per expert: only one expert's weights are ever dequantized.
     for e in torch.unique(expert_idx).tolist():
         tok, slot = (expert_idx == e).nonzero(as_tuple=True)
