@@ -5,8 +5,8 @@ logit per head, a 128-token band on sliding layers) -> residual; RMSNorm -> rout
 -> MXFP4 experts with clamped SwiGLU -> residual. Then a final RMSNorm and the unembedding.
 
 The hot ops (RMSNorm, the rotary embedding, the projections, the attention core and the expert MLPs) go through
-`gptoss.ops` (`gptoss.gpu.ops` on a GPU: Transformer's `kernels`), whose plain-torch forms (ops/reference.py) hold the rest of the math (the sink softmax, the interleaved
-SwiGLU with its +1 and clamp).
+`gptoss.ops` (`gptoss.gpu.ops` on a GPU: Transformer's `kernels`), whose plain-torch forms (ops/reference.py) hold
+the rest of the math (the sink softmax, the interleaved SwiGLU with its +1 and clamp).
 Nothing about speed lives here: kernels, caches policy and threading are chosen outside.
 """
 
