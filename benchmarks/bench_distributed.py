@@ -78,9 +78,9 @@ def expert_bytes(model: Path, world: int) -> list[int]:
     from gptoss.weights import open_checkpoint
 
     cfg = open_checkpoint(model).config
-    per_expert = (2 * cfg.intermediate_size * cfg.hidden_size + cfg.hidden_size * cfg.intermediate_size) * 17 // 32
-    spans = [plan(cfg, r, world).experts for r in range(world)]
-    return [cfg.num_hidden_layers * per_expert * (b - a) for a, b in spans]
+    per_block = cfg.num_experts * 3 * 32 * cfg.hidden_size * 17 // 32  # 32 units: gate+up rows and down columns
+    spans = [plan(cfg, r, world).blocks for r in range(world)]
+    return [cfg.num_hidden_layers * per_block * (b - a) for a, b in spans]
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""prefault.populate maps a memory-mapped checkpoint's pages at once; runtime.load populates what tokens read."""
+"""prefault.populate maps a memory-mapped checkpoint's pages at once; runtime.load populates what tokens read;
+prefault.release unmaps them again."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import gptoss
-from gptoss.prefault import populate
+from gptoss.prefault import populate, release
 from gptoss.runtime import per_token_tensors
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="MADV_POPULATE_READ is Linux's")
@@ -33,6 +34,20 @@ def test_populate_maps_a_memory_mapped_tensor(tmp_path: Path) -> None:
         before = rss_file_kb()
         assert populate([t])
         assert rss_file_kb() - before >= 60 << 10  # ~64 MiB of the file now resident in this process
+
+
+@linux_only
+def test_release_unmaps_a_mapped_tensor_and_a_read_brings_the_same_bytes_back(tmp_path: Path) -> None:
+    path = tmp_path / "w.safetensors"
+    data = torch.randint(0, 255, (64 << 20,), dtype=torch.uint8)
+    save_file({"w": data}, str(path))
+    with safe_open(str(path), framework="pt") as f:
+        t = f.get_tensor("w")
+        assert populate([t])
+        before = rss_file_kb()
+        release([t, torch.empty(0)])
+        assert before - rss_file_kb() >= 60 << 10
+        assert torch.equal(t, data)  # faulted back in from the file
 
 
 def test_populate_skips_empty_tensors_and_takes_anonymous_memory() -> None:

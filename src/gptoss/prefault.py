@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 import torch
 
+MADV_DONTNEED = 4
 MADV_POPULATE_READ = 22
 _PAGE = mmap.PAGESIZE
 
@@ -47,3 +48,20 @@ def populate(tensors: Iterable[torch.Tensor]) -> bool:
         if madvise(first, end - first, MADV_POPULATE_READ) != 0:
             return False  # EINVAL: kernel without MADV_POPULATE_READ; anonymous memory needs none of this anyway
     return True
+
+
+def release(tensors: Iterable[torch.Tensor]) -> None:
+    """Unmaps the whole pages inside the tensors' bytes from this process (MADV_DONTNEED): its resident memory no
+    longer counts them. Only for views of a file mapping that nothing wrote to (as safetensors' are): a later read
+    faults the same bytes back in from the file. On anonymous memory this would zero the data."""
+    madvise = _madvise()
+    if madvise is None:
+        return
+    for t in tensors:
+        if t.device.type != "cpu" or t.numel() == 0:
+            continue
+        start = t.data_ptr()
+        first = -(-start // _PAGE) * _PAGE  # pages shared with a neighbouring tensor stay
+        last = (start + t.numel() * t.element_size()) // _PAGE * _PAGE
+        if last > first:
+            madvise(first, last - first, MADV_DONTNEED)  # best effort: a failure only leaves the pages mapped

@@ -1,7 +1,9 @@
-"""One rank of the memory test: load bf16 slices, run a forward, report how much of the checkpoint is resident.
+"""One rank of the memory test: load bf16 slices, run a forward, report how much of the model is resident.
 
 Usage: python -m tests.distributed.rss_worker CKPT OUT_DIR. Writes OUT_DIR/rank<r>.json:
-{"mapped": resident bytes of the checkpoint file's mappings (from /proc/self/smaps), "experts": [first, end)}.
+{"mapped": resident bytes of the checkpoint file's mappings (from /proc/self/smaps), "anon": growth of the
+anonymous resident memory since before loading (the expert slices are copies), "blocks": [first, end) of the
+32-unit blocks of every expert this rank holds}.
 """
 
 from __future__ import annotations
@@ -31,8 +33,16 @@ def mapped_rss(prefix: str) -> int:
     return total
 
 
+def anon_rss() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no RssAnon in /proc/self/status")
+
+
 def main(ckpt: str, out: str) -> None:
     comm = distributed.init(int(os.environ["WORLD_SIZE"]), timeout_s=60)
+    before = anon_rss()
     model = distributed.load(ckpt, comm, dtype=torch.bfloat16, context_length=64)
     t = model.transformer
     assert isinstance(t, DistributedTransformer)
@@ -41,7 +51,8 @@ def main(ckpt: str, out: str) -> None:
         stop_followers(t)
     else:
         Follower(model).run()
-    report = {"mapped": mapped_rss(str(Path(ckpt).resolve())), "experts": list(t.plan.experts)}
+    mapped = mapped_rss(str(Path(ckpt).resolve()))
+    report = {"mapped": mapped, "anon": anon_rss() - before, "blocks": list(t.plan.blocks)}
     (Path(out) / f"rank{comm.rank}.json").write_text(json.dumps(report))
     distributed.group.close()
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 
 from gptoss.distributed.group import Comm, DistributedError, init
-from gptoss.distributed.shard import ShardPlan, plan, shard_weights
+from gptoss.distributed.shard import ShardPlan, expert_tensors, plan, shard_weights
 from gptoss.distributed.transformer import DistributedTransformer
 from gptoss.errors import InputError
-from gptoss.prefault import populate
+from gptoss.prefault import populate, release
 from gptoss.runtime import Model, per_token_tensors
 from gptoss.weights import load_weights, open_checkpoint
 
@@ -36,8 +36,11 @@ def load(
     if not 0 < limit <= cfg.max_context:
         raise InputError(f"context_length {limit} must be in 1..{cfg.max_context} for this model")
     p = plan(cfg, comm.rank, comm.world)
-    weights = shard_weights(load_weights(ckpt, dt, torch.device("cpu")), cfg, p)  # views: nothing read yet
-    populate(per_token_tensors(weights))  # only this rank's slices become resident
+    full = load_weights(ckpt, dt, torch.device("cpu"))  # views of the mapping: nothing read yet
+    # The experts are copied out layer by layer (reading the pages they share with other ranks' columns), and each
+    # layer's mapped pages are dropped at once: the resident memory holds only this rank's slices, even at peak.
+    weights = shard_weights(full, cfg, p, copied=lambda m: release(expert_tensors(m)))
+    populate(per_token_tensors(weights))
     transformer = DistributedTransformer(p.local_config(cfg), weights, p, comm, cfg.vocab_size)
     comm.loaded()
     return Model(transformer, torch.device("cpu"), dt, limit)

@@ -2,16 +2,24 @@
 
 Attention is split by query heads (contiguous, as even as possible); a rank keeps the key/value heads its query
 heads read, and its slice of the sinks and of the output projection's columns (the bias stays on rank 0 only, so
-the all-reduced partial sums add it once). The MoE is split by experts: each rank keeps a contiguous run, which
-need not be the same length on every rank; the router stays whole. The unembedding is split by vocabulary rows.
+the all-reduced partial sums add it once). The unembedding is split by vocabulary rows.
 
-The weights arrive as views of the memory-mapped checkpoint, so slicing them along their first dimension (experts,
-vocabulary rows, projection rows) reads nothing: a rank's resident memory only ever holds its own slices.
+The MoE is split inside every expert, along its intermediate dimension: a rank keeps the same run of gate/up pairs
+(rows of mlp1) and the matching input columns of mlp2 of every expert, so each token's k experts cost every rank the
+same (an expert split would leave one rank with 3 of a decode token's 4 experts and the other waiting for it). mlp2's
+MXFP4 blocks run 32 columns along that dimension, so a rank's run is widened to whole blocks and the gate/up pairs
+outside its run are zeroed (zero weights and bias give swiglu 0, which adds nothing): any split stays exact.
+
+The weights arrive as views of the memory-mapped checkpoint, so slicing them along their first dimension
+(vocabulary rows, projection rows) reads nothing. The expert slices are copies (mlp2's columns are not contiguous);
+distributed.load then drops the mapping's pages of the whole expert tensors, so a rank's resident memory holds only
+its own slices.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +27,7 @@ import torch
 from gptoss.config import ModelConfig
 from gptoss.errors import ConfigError
 from gptoss.model import AttentionWeights, LayerWeights, MoEWeights, Weights
+from gptoss.mxfp4 import BLOCK
 
 
 def split(n: int, parts: int, index: int) -> tuple[int, int]:
@@ -34,9 +43,15 @@ class ShardPlan:
     world: int
     q_heads: tuple[int, int]  # [start, end) of the global query heads
     kv_heads: tuple[int, ...]  # global KV head of each local KV head (a head may repeat: see kv_for)
-    experts: tuple[int, int]  # [start, end) of the global experts
+    intermediate: tuple[int, int]  # [start, end) of every expert's intermediate units (gate/up pairs)
     vocab: tuple[int, int]  # [start, end) of the vocabulary rows
     vocab_chunk: int  # rows every rank's logits are padded to for the all-gather
+
+    @property
+    def blocks(self) -> tuple[int, int]:
+        """[start, end) of the 32-unit blocks that hold this rank's intermediate units (mlp2's MXFP4 blocks)."""
+        u0, u1 = self.intermediate
+        return u0 // BLOCK, -(-u1 // BLOCK)
 
     def local_config(self, cfg: ModelConfig) -> ModelConfig:
         """The config this rank's attention and KV cache run with; experts and vocabulary stay global."""
@@ -65,13 +80,15 @@ def plan(cfg: ModelConfig, rank: int, world: int) -> ShardPlan:
         raise ConfigError(
             f"--tp {world} exceeds the model's {cfg.num_attention_heads} attention heads (each rank needs one)"
         )
-    if world > cfg.num_experts:
-        raise ConfigError(f"--tp {world} exceeds the model's {cfg.num_experts} experts (each rank needs one)")
+    if world > cfg.intermediate_size:
+        raise ConfigError(
+            f"--tp {world} exceeds the model's expert intermediate size {cfg.intermediate_size} (each rank needs one)"
+        )
     q0, q1 = split(cfg.num_attention_heads, world, rank)
     chunk = -(-cfg.vocab_size // world)
     v0 = min(rank * chunk, cfg.vocab_size)
     return ShardPlan(
-        rank, world, (q0, q1), kv_for(cfg, q0, q1), split(cfg.num_experts, world, rank),
+        rank, world, (q0, q1), kv_for(cfg, q0, q1), split(cfg.intermediate_size, world, rank),
         (v0, min(v0 + chunk, cfg.vocab_size)), chunk,
     )  # fmt: skip
 
@@ -98,15 +115,40 @@ def _attention(a: AttentionWeights, p: ShardPlan, head_dim: int) -> AttentionWei
 
 
 def _moe(m: MoEWeights, p: ShardPlan) -> MoEWeights:
-    e = slice(*p.experts)
+    """Every expert's slice of this rank: gate/up rows and mlp2 columns of its blocks, units outside its run
+    zeroed; mlp2's bias on rank 0 only."""
+    b0, b1 = p.blocks
+    u0, u1 = (u - b0 * BLOCK for u in p.intermediate)
+    rows = slice(2 * b0 * BLOCK, 2 * b1 * BLOCK)  # gate/up pairs are interleaved: unit u is rows 2u, 2u+1
+    mlp1_blocks, mlp1_bias = copy(m.mlp1_blocks[:, rows]), copy(m.mlp1_bias[:, rows])
+    for t in (mlp1_blocks, mlp1_bias):  # zero nibbles decode to 0.0 whatever the scale
+        t[:, : 2 * u0] = 0
+        t[:, 2 * u1 :] = 0
     return MoEWeights(
         norm=m.norm, router_w=m.router_w, router_b=m.router_b,
-        mlp1_blocks=m.mlp1_blocks[e], mlp1_scales=m.mlp1_scales[e], mlp1_bias=m.mlp1_bias[e],
-        mlp2_blocks=m.mlp2_blocks[e], mlp2_scales=m.mlp2_scales[e], mlp2_bias=m.mlp2_bias[e],
+        mlp1_blocks=mlp1_blocks, mlp1_scales=copy(m.mlp1_scales[:, rows]), mlp1_bias=mlp1_bias,
+        mlp2_blocks=copy(m.mlp2_blocks[:, :, b0:b1]), mlp2_scales=copy(m.mlp2_scales[:, :, b0:b1]),
+        mlp2_bias=m.mlp2_bias if p.rank == 0 else torch.zeros_like(m.mlp2_bias),  # added once to the reduced sum
     )  # fmt: skip
 
 
-def shard_weights(w: Weights, cfg: ModelConfig, p: ShardPlan) -> Weights:
-    """This rank's slices of the (memory-mapped) weights; the embedding and the norms stay whole."""
-    layers = [LayerWeights(_attention(layer.attn, p, cfg.head_dim), _moe(layer.moe, p)) for layer in w.layers]
+def copy(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous copy in this process's own memory (never a view of the mapping, which must stay unwritten)."""
+    return torch.empty(t.shape, dtype=t.dtype).copy_(t)
+
+
+def expert_tensors(m: MoEWeights) -> list[torch.Tensor]:
+    """The packed expert tensors a rank copies its slices from (distributed.load drops their mapped pages)."""
+    return [m.mlp1_blocks, m.mlp1_scales, m.mlp2_blocks, m.mlp2_scales]
+
+
+def shard_weights(
+    w: Weights, cfg: ModelConfig, p: ShardPlan, copied: Callable[[MoEWeights], None] = lambda m: None
+) -> Weights:
+    """This rank's slices of the (memory-mapped) weights; the embedding and the norms stay whole. `copied(m)` runs
+    after each layer's experts were copied out of m (distributed.load drops m's mapped pages there)."""
+    layers = []
+    for layer in w.layers:
+        layers.append(LayerWeights(_attention(layer.attn, p, cfg.head_dim), _moe(layer.moe, p)))
+        copied(layer.moe)
     return Weights(w.embedding, layers, w.norm, w.unembedding[p.vocab[0] : p.vocab[1]])

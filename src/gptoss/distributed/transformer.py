@@ -1,8 +1,9 @@
 """The forward pass of one rank: model.py's Transformer on this rank's slices, plus the collectives.
 
-Attention's output projection and the experts yield partial sums, all-reduced after each; the unembedding yields
-this rank's vocabulary columns, all-gathered. Everything else (embedding, norms, router, residuals) runs whole on
-every rank, so all ranks hold the same hidden states after each reduction.
+Attention's output projection and the experts (a slice of every expert's intermediate dimension, see shard.py)
+yield partial sums, all-reduced after each; the unembedding yields this rank's vocabulary columns, all-gathered.
+Everything else (embedding, norms, router, residuals) runs whole on every rank, so all ranks hold the same hidden
+states after each reduction.
 
 On rank 0 (the leader) each forward and unembedding is first announced to the other ranks (the followers, see
 follower.py), which then run the same call with the same inputs: the collectives pair up in order.
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import threading
 
-import torch
 from torch import Tensor
 
 from gptoss.config import ModelConfig
@@ -64,14 +64,3 @@ class DistributedTransformer(Transformer):
 
     def moe(self, x: Tensor, m: MoEWeights, layer: int) -> Tensor:
         return self.comm.all_reduce(super().moe(x, m, layer)).to(x.dtype)
-
-    def experts(self, t: Tensor, idx: Tensor, w: Tensor, m: MoEWeights) -> Tensor:
-        """Only this rank's experts, each (token, slot) pair that chose one as its own row -> (T, H) fp32 partial
-        sums (zero for tokens that chose none of them)."""
-        first, end = self.plan.experts
-        tok, slot = ((idx >= first) & (idx < end)).nonzero(as_tuple=True)
-        out = torch.zeros(t.shape, dtype=torch.float32)
-        if len(tok):
-            y = super().experts(t[tok], (idx[tok, slot] - first)[:, None], w[tok, slot][:, None], m)
-            out.index_add_(0, tok, y.float())
-        return out
