@@ -181,8 +181,8 @@ class Transformer:
         return adapted if adapted is not None else self.experts(t, idx, w, m)
 
     def experts(self, t: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, m: MoEWeights) -> torch.Tensor:
-        """(T, H): each token's k selected experts applied to it, weighted by w (a parallel model applies only
-        its own experts here)."""
+        """(T, H): each token's k selected experts applied to it, weighted by w (a tensor-parallel rank holds a
+        slice of every expert's intermediate dimension, so this is its partial sum)."""
         return self.ops.moe_experts(
             t, idx, w,
             m.mlp1_blocks, m.mlp1_scales, m.mlp1_bias,
