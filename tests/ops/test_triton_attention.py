@@ -66,3 +66,9 @@ def test_attention_bad_shapes_are_named() -> None:
     k = torch.randn(3, 2, 16, device=DEVICE)
     with pytest.raises(ValueError, match="q_pos"):
         triton_attention.attention(q, k, k, torch.zeros(4, device=DEVICE), pos, pos, 0, 1.0)
+
+
+@pytest.mark.gpu
+def test_attention_at_the_real_head_shapes_on_cuda() -> None:
+    _check(1, 1000, 64, 8, 64, 128, torch.bfloat16, shuffle=True, tol=2e-2)
+    _check(300, 300, 64, 8, 64, 0, torch.bfloat16, tol=2e-2)

@@ -79,3 +79,12 @@ def test_moe_bad_shapes_are_named() -> None:
         triton_moe.moe_experts(x, idx[:1], w, b1, s1, bias1, b2, s2, bias2, 7.0)
     with pytest.raises(ValueError, match="mlp2_bias"):
         triton_moe.moe_experts(x, idx, w, b1, s1, bias1, b2, s2, bias2[:, :3], 7.0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T", [1, 8, 100])
+def test_moe_at_the_20b_shapes_on_cuda(T: int) -> None:
+    args = _problem(T, 32, 4, 2880, 2880, torch.bfloat16, seed=T)
+    got = triton_moe.moe_experts(*args, 7.0)
+    want = reference.moe_experts(*args, 7.0)  # the reference, on the same device
+    torch.testing.assert_close(got.float(), want.float(), rtol=3e-2, atol=3e-2)

@@ -21,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decode-tokens", type=int, default=128)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--json", action="store_true", help="print only the JSON result")
+    from gptoss.cli.serve import add_device_argument
+
+    add_device_argument(p)
     from gptoss.distributed.cli import add_arguments as add_tp_arguments
 
     add_tp_arguments(p)
@@ -35,7 +38,9 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # ru_maxrss is KiB on Linux
 
 
-def measure(model_dir: str, prompt_tokens: int, decode_tokens: int, threads: int | None) -> dict[str, Any]:
+def measure(
+    model_dir: str, prompt_tokens: int, decode_tokens: int, threads: int | None, device: str = "cpu"
+) -> dict[str, Any]:
     """Loads the checkpoint, prefills a random prompt (seed 0), then decodes greedily; returns the numbers."""
     import torch
 
@@ -44,7 +49,7 @@ def measure(model_dir: str, prompt_tokens: int, decode_tokens: int, threads: int
     if threads:
         torch.set_num_threads(threads)
     t = time.perf_counter()
-    model = gptoss.load(model_dir, context_length=prompt_tokens + decode_tokens + 1)
+    model = gptoss.load(model_dir, device=device, context_length=prompt_tokens + decode_tokens + 1)
     return timed(model, prompt_tokens, decode_tokens, time.perf_counter() - t)
 
 
@@ -56,16 +61,21 @@ def timed(model: Model, prompt_tokens: int, decode_tokens: int, load_s: float) -
 
     rss_after_load = rss_gb()
     prompt = torch.randint(0, model.config.vocab_size, (prompt_tokens,), generator=torch.Generator().manual_seed(0))
+    cuda = model.device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else lambda: None  # GPU work is asynchronous: time it once it is done
     cache = model.new_cache()
     t = time.perf_counter()
-    logits = model.prefill(cache, prompt)
+    logits = model.prefill(cache, prompt.to(model.device))
+    sync()
     prefill_s = time.perf_counter() - t
     t = time.perf_counter()
     for _ in range(decode_tokens):
         logits = model.prefill(cache, logits.argmax().view(1))
+    sync()
     decode_s = time.perf_counter() - t
     return {
-        "ops_backend": ops.BACKEND,
+        "ops_backend": "triton" if cuda else ops.BACKEND,
+        "device": torch.cuda.get_device_name(model.device) if cuda else "cpu",
         "dtype": str(model.dtype).removeprefix("torch."),
         "threads": torch.get_num_threads(),
         "load_s": round(load_s, 2),
@@ -100,8 +110,12 @@ def run(args: argparse.Namespace) -> int:
     bad = tp.check(args)
     if bad:
         raise UserError(bad)
+    from gptoss.cli.serve import check_device
+
+    check_device(args)
     if args.tp == 1:
-        return report(measure(args.model, args.prompt_tokens, args.decode_tokens, args.threads), args.json)
+        result = measure(args.model, args.prompt_tokens, args.decode_tokens, args.threads, args.device)
+        return report(result, args.json)
     import torch
 
     if args.threads:

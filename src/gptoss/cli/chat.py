@@ -359,6 +359,9 @@ def today() -> str:
 
 
 def check_arguments(args: argparse.Namespace) -> None:
+    from gptoss.cli.serve import check_device
+
+    check_device(args)
     if args.context is not None and args.context <= 0:
         raise UserError(f"--context must be positive, got {args.context}")
     if args.max_tokens <= 0:
@@ -404,7 +407,7 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     console = Console()
     path = resolve_checkpoint(args.model, Console(stderr=True))
-    model = load_with_progress(path, args.context, args.dtype, Console(stderr=True), args.lora)
+    model = load_with_progress(path, args.context, args.dtype, Console(stderr=True), args.lora, args.device)
     session = ChatSession(ModelSource(model), harmony(), options, console, lambda prompt: console.input(prompt))
     try:
         session.loop()

@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stop", default="", help="stop token ids, comma-separated")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
     p.add_argument("--context", type=int, default=None, help="context limit in tokens (default: the model's)")
+    from gptoss.cli.serve import add_device_argument
+
+    add_device_argument(p)
     p.add_argument(
         "--schema",
         type=Path,
@@ -70,10 +73,15 @@ def run(args: argparse.Namespace) -> int:
     bad = tp.check(args)
     if bad:
         raise UserError(bad)
+    from gptoss.cli.serve import check_device
+
+    check_device(args)
     dtype = getattr(torch, DTYPES[args.dtype])
     if args.tp > 1:
         return tp.run_ranks(args, "generate", dtype, args.context, lambda model: emit(model, args, prompt, schema))
-    return emit(gptoss.load(args.model, dtype=dtype, context_length=args.context), args, prompt, schema)
+    return emit(
+        gptoss.load(args.model, device=args.device, dtype=dtype, context_length=args.context), args, prompt, schema
+    )
 
 
 def emit(model: Model, args: argparse.Namespace, prompt: list[int], schema: dict[str, Any] | None) -> int:

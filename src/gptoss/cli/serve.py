@@ -46,6 +46,29 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--context", type=int, default=None, help="context limit in tokens (default: the model's)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
     p.add_argument("--lora", type=Path, default=None, metavar="DIR", help="PEFT LoRA adapter to run on the model")
+    add_device_argument(p)
+
+
+def add_device_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cuda: one NVIDIA GPU (packed MXFP4 weights, triton kernels, CUDA-graph decode)")  # fmt: skip
+
+
+def check_device(args: argparse.Namespace) -> None:
+    """--device cuda is refused up front (one line, exit 2) where it cannot run, or with options it lacks."""
+    if args.device != "cuda":
+        return
+    if getattr(args, "tp", 1) > 1:
+        raise UserError("--device cuda runs on one GPU: --tp is for CPU ranks")
+    if getattr(args, "lora", None) is not None:
+        raise UserError("--lora runs on the CPU only (not with --device cuda)")
+    import torch
+
+    from gptoss.gpu import cuda_unavailable
+
+    why = cuda_unavailable(torch.device("cuda"))
+    if why is not None:
+        raise UserError(f"--device cuda: {why}")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -110,6 +133,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     for ok, message in checks:
         if not ok:
             raise UserError(message)
+    check_device(args)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -155,7 +179,7 @@ def resolve_checkpoint(model: str | None, console: Console) -> Path:
 
 
 def load_with_progress(
-    path: Path, context: int | None, dtype: str, console: Console, lora: Path | None = None
+    path: Path, context: int | None, dtype: str, console: Console, lora: Path | None = None, device: str = "cpu"
 ) -> Model:
     """Reads the weights through once with a byte progress bar, then loads (from the page cache)."""
     import torch
@@ -168,7 +192,7 @@ def load_with_progress(
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("weights", total=None)
         read_through(weight_files(path), lambda done, total: progress.update(task, completed=done, total=total))
-    model = gptoss.load(path, dtype=getattr(torch, DTYPES[dtype]), context_length=context)
+    model = gptoss.load(path, device=device, dtype=getattr(torch, DTYPES[dtype]), context_length=context)
     if lora is not None:
         from gptoss.finetune.peft_io import attach_adapter
 
@@ -194,7 +218,7 @@ def load_in_background(
             if make_source is not None:  # --tp: rank 0's slices of the model, serving with the other ranks
                 source: BatchedModelSource = make_source(batch_config(args))
             else:
-                model = load_with_progress(path, args.context, args.dtype, console, args.lora)
+                model = load_with_progress(path, args.context, args.dtype, console, args.lora, args.device)
                 source = BatchedModelSource(model, batch_config(args))
             harmony()  # the tokenizer's first use builds its tables: do it now, not on the first request
             log.info(

@@ -79,6 +79,8 @@ def available_memory() -> int:
 def default_kv_bytes(model: Model) -> int:
     """Half of the available memory once the weights are set aside. Memory-mapped weights sit in the page cache,
     which MemAvailable counts as reclaimable: taking it for the KV cache would evict the weights."""
+    if model.device.type == "cuda":  # the weights are already on the device: what it has free is beside them
+        return int(torch.cuda.mem_get_info(model.device)[0] * DEFAULT_KV_FRACTION)
     weights = sum(t.nbytes for t in per_token_tensors(model.transformer.w)) + model.transformer.w.embedding.nbytes
     return int(max(0, available_memory() - weights) * DEFAULT_KV_FRACTION)
 
@@ -95,7 +97,7 @@ class BatchedModelSource:
         num_blocks = min(most, budget // per_block) if cfg.kv_cache_bytes is None else budget // per_block
         if num_blocks < 1:
             raise ValueError(f"a KV cache budget of {budget} bytes holds no block ({per_block} bytes each)")
-        self.storage = PagedStorage(model.config, num_blocks, cfg.block_size, model.dtype)
+        self.storage = PagedStorage(model.config, num_blocks, cfg.block_size, model.dtype, model.device)
         self.pool = BlockPool(num_blocks, cfg.prefix_cache)
         self.scheduler = Scheduler(
             self.pool, self.storage.layout, cfg.max_running, cfg.max_step_tokens, cfg.prefill_patience
@@ -143,7 +145,9 @@ class BatchedModelSource:
     ) -> None:
         budget = self.check(token_ids, params)
         seq = self.scheduler.add(key, token_ids, budget)
-        self._requests[id(seq)] = _Request(params, top_logprobs, constraint, make_generator(params.seed))
+        self._requests[id(seq)] = _Request(
+            params, top_logprobs, constraint, make_generator(params.seed, self.model.device)
+        )
         self._seqs[key] = seq
 
     def remove(self, key: object) -> None:
@@ -193,7 +197,9 @@ class BatchedModelSource:
             if seq.computed + n == len(seq.tokens):
                 last.append(len(tokens) - 1)
         t = self.model.transformer
-        h = t.forward(torch.tensor(tokens), torch.tensor(positions), BatchCache(self.storage, segments))
+        dev = self.model.device
+        batch = BatchCache(self.storage, segments)
+        h = t.forward(torch.tensor(tokens, device=dev), torch.tensor(positions, device=dev), batch)
         rows = iter(t.unembed(h[last])) if last else iter(())
         return [next(rows) if seq.computed + n == len(seq.tokens) else None for seq, n in work]
 

@@ -22,15 +22,18 @@ from gptoss.kv_cache import AttentionCore
 
 
 class PagedStorage:
-    def __init__(self, cfg: ModelConfig, num_blocks: int, block_size: int, dtype: torch.dtype) -> None:
+    def __init__(
+        self, cfg: ModelConfig, num_blocks: int, block_size: int, dtype: torch.dtype, device: torch.device | str = "cpu"
+    ) -> None:
         self.group_of = [SLIDING if cfg.is_sliding(i) else FULL for i in range(cfg.num_hidden_layers)]
         self.slot_of = [self.group_of[:i].count(g) for i, g in enumerate(self.group_of)]
         per_block = max(self.group_of.count(FULL), self.group_of.count(SLIDING))
         shape = (per_block, num_blocks, block_size, cfg.num_key_value_heads, cfg.head_dim)
         # Uninitialised, so a large pool costs no time or resident memory until used; each block is zeroed when
         # first written (a block's unwritten slots still enter the attention products, and 0 * NaN would poison them).
-        self.k = torch.empty(shape, dtype=dtype)
-        self.v = torch.empty(shape, dtype=dtype)
+        self.device = torch.device(device)
+        self.k = torch.empty(shape, dtype=dtype, device=self.device)
+        self.v = torch.empty(shape, dtype=dtype, device=self.device)
         self.zeroed = [False] * num_blocks
         self.block_size = block_size
         self.nbytes = 2 * self.k.numel() * self.k.element_size()
@@ -96,9 +99,11 @@ class BatchCache:
         ids = [table[i] for i in range(first, end)]
         consecutive = ids == list(range(ids[0], ids[0] + len(ids)))
         # index_select, not slot[tensor]: advanced indexing of bf16 blocks was measured up to 1000x slower here.
-        read = slice(ids[0], ids[0] + len(ids)) if consecutive else torch.tensor(ids)
-        k_pos = torch.arange(first * bs, end * bs)
-        return _Plan(torch.tensor(written), torch.tensor([p % bs for p in pos]), read, k_pos)
+        dev = self.storage.device  # the plan's index tensors live beside the pool (the GPU path)
+        read = slice(ids[0], ids[0] + len(ids)) if consecutive else torch.tensor(ids, device=dev)
+        k_pos = torch.arange(first * bs, end * bs, device=dev)
+        offsets = torch.tensor([p % bs for p in pos], device=dev)
+        return _Plan(torch.tensor(written, device=dev), offsets, read, k_pos)
 
     def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor, positions: Tensor, core: AttentionCore) -> Tensor:
         st = self.storage

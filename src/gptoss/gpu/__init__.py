@@ -7,18 +7,22 @@ from __future__ import annotations
 import torch
 
 
-def require_cuda(device: torch.device) -> None:
-    """Raises a RuntimeError that says why `device` cannot be used (no CUDA torch, no GPU, no triton)."""
+def cuda_unavailable(device: torch.device) -> str | None:
+    """Why `device` (a cuda device) cannot be used: no CUDA in this torch, no GPU, no such index, no triton."""
     if not torch.cuda.is_available():
-        why = (
-            f"this torch ({torch.__version__}) is built without CUDA"
-            if torch.version.cuda is None
-            else "torch finds no CUDA device (check the driver and CUDA_VISIBLE_DEVICES)"
-        )
-        raise RuntimeError(f"device {str(device)!r} was asked for, but {why}; use the CPU (device='cpu')")
+        if torch.version.cuda is None:
+            return f"this torch ({torch.__version__}) is built without CUDA"
+        return "torch finds no CUDA device (check the driver and CUDA_VISIBLE_DEVICES)"
     if device.index is not None and device.index >= torch.cuda.device_count():
-        raise RuntimeError(f"device {str(device)!r}: only {torch.cuda.device_count()} CUDA device(s) present")
+        return f"only {torch.cuda.device_count()} CUDA device(s) present"
     try:
         import triton  # noqa: F401
     except ImportError:
-        raise RuntimeError("the GPU path needs triton (pip install triton)") from None
+        return "the GPU kernels need triton (pip install triton)"
+    return None
+
+
+def require_cuda(device: torch.device) -> None:
+    why = cuda_unavailable(device)
+    if why is not None:
+        raise RuntimeError(f"device {str(device)!r} was asked for, but {why}; use the CPU (device='cpu')")

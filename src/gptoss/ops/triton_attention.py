@@ -88,11 +88,11 @@ def attention(
     out = torch.empty(T, Hq * D, dtype=q.dtype, device=q.device)
     if T == 0:
         return out
-    G = Hq // Hkv
+    G = Hq // Hkv  # DP (the padded head dim) >= 16: tl.dot's smallest K on the GPU
     grid = (triton.cdiv(T * G, BLOCK_M), Hkv)
     _attention[grid](
         qc, kc, vc, sinks, q_pos, k_pos, out, T, S, G, int(window), float(scale) * math.log2(math.e),
-        qc.stride(0), kc.stride(0), Hq=Hq, D=D, DP=triton.next_power_of_2(D), BM=BLOCK_M, BN=BLOCK_N,
+        qc.stride(0), kc.stride(0), Hq=Hq, D=D, DP=max(16, triton.next_power_of_2(D)), BM=BLOCK_M, BN=BLOCK_N,
         DOT_F32=dot_f32(qc) or kc.dtype == torch.float32,
     )  # fmt: skip
     return out
