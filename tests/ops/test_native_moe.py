@@ -39,6 +39,12 @@ PATHS = {"auto": None, "gemm": 1, "gemv": 10**9}  # native.GEMM_MIN_TOKENS
 
 
 @pytest.fixture(autouse=True)
+def _int16_activations(monkeypatch: pytest.MonkeyPatch) -> None:
+    # These bounds are the int16 GEMV's; the int8 one (the bf16 default) has its own tests in test_native_moe_q8.py.
+    monkeypatch.setattr(native, "MOE_ACT", "int16")
+
+
+@pytest.fixture(autouse=True)
 def _one_thread(native_ext: None) -> None:
     # One thread unless a test asks for more (native_ext restores the count): results do not depend on the thread
     # count (tested below), and on a shared, oversubscribed machine every OpenMP barrier can wait a scheduler tick for

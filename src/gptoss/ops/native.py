@@ -22,7 +22,8 @@ bf16 GEMM is ~6x slower), else the widened fp32 GEMM. Only bf16 activations take
 fp32 products).
 
 Knobs, read on every call: GPTOSS_NATIVE_ISA=auto|amx|avx512|avx2|scalar picks the kernel flavour (auto = the best
-the CPU has; scalar is the portable fallback, also used when the CPU lacks AVX2+FMA); the thread count follows
+the CPU has; scalar is the portable fallback, also used when the CPU lacks AVX2+FMA); GPTOSS_MOE_ACT=int8|int16
+picks how the MoE decode GEMV quantises bf16 activations (see MOE_ACT); the thread count follows
 torch.get_num_threads(). `flavours()` says which kernel each op runs.
 """
 
@@ -58,6 +59,12 @@ GEMM_MIN_TOKENS: int | None = None
 # AVX2 (Zen 3): ~14 tokens for the int16 GEMV, 6 for the fp32 one. Sapphire Rapids, paired CPU-time runs at 20b
 # shapes: avx512's GEMVs beat the (AVX2) fp32 GEMM up to ~32 tokens (bf16) / ~12 (fp32); amx's AMX GEMM wins from ~5.
 GEMM_CROSSOVER = {ISA_SCALAR: (6, 6), ISA_AVX2: (6, 14), ISA_AVX512: (12, 32), ISA_AMX: (12, 6)}
+# How the MoE GEMV path quantises bf16 models' activations per 32-block: "int8" (llama.cpp's Q8_0; vpdpbusd on
+# AVX512-VNNI, vpmaddubsw on AVX2, fewer instructions per weight byte) or "int16" (vpmaddwd; the scalar flavour then
+# runs its exact fp32 GEMV). fp32 models always run the exact fp32 GEMV. None = GPTOSS_MOE_ACT, default int8:
+# benchmarks/bench_act_quant.py measured its logit error against the fp32 path (README "Native CPU kernels").
+MOE_ACT: str | None = None
+MOE_ACTS = ("int8", "int16")
 # Tokens per kernel call: bounds the gathered-activation buffers ((T*k) * (H+I) fp32) for long prompts.
 MAX_TOKENS_PER_CALL = 1024
 
@@ -108,12 +115,28 @@ def _isa() -> int:
     return ISA_NAMES.index(want)
 
 
+def moe_act() -> str:
+    """The activation quantisation of the MoE GEMV for bf16 models: MOE_ACT, else GPTOSS_MOE_ACT (default int8)."""
+    want = MOE_ACT or os.environ.get("GPTOSS_MOE_ACT", "int8")
+    if want not in MOE_ACTS:
+        raise ValueError(f"GPTOSS_MOE_ACT={want!r}: expected 'int8' or 'int16'")
+    return want
+
+
+def _moe_decode_flavour(isa: int) -> str:
+    name = ISA_NAMES[min(isa, ISA_AVX512)]
+    if moe_act() == "int16":
+        return f"native {name} GEMV (int16 activations)" if isa > ISA_SCALAR else f"native {name} GEMV (fp32)"
+    vnni = isa >= ISA_AVX512 and _ext is not None and _ext.cpu_has_avx512_vnni()
+    return f"native {name} GEMV (int8 activations{', vnni' if vnni else ''})"
+
+
 def flavours() -> dict[str, str]:
     """Which kernel each op runs under the current GPTOSS_NATIVE_ISA (for `gptoss bench` and benchmarks/)."""
     isa = _isa()
     vec = ISA_NAMES[min(isa, ISA_AVX2)]  # the dense GEMV, attention and the fp32 MoE GEMM stop at AVX2
     return {
-        "moe_decode": f"native {ISA_NAMES[min(isa, ISA_AVX512)]} GEMV",
+        "moe_decode": _moe_decode_flavour(isa),
         "moe_prefill": "native amx GEMM (bf16 models; fp32: avx2)" if isa == ISA_AMX else f"native {vec} GEMM",
         "linear_decode": f"native {vec} GEMV",
         "linear_prefill": (
@@ -177,7 +200,7 @@ def moe_experts(
         mlp2_blocks.data_ptr(), mlp2_scales.data_ptr(), b2.data_ptr(),
     )  # fmt: skip
     flags = (x_bf16, b1.dtype == torch.bfloat16, b2.dtype == torch.bfloat16)
-    tail = (float(swiglu_limit), isa, torch.get_num_threads(), gemm_min)
+    tail = (float(swiglu_limit), isa, torch.get_num_threads(), gemm_min, moe_act() == "int8")
     px, pi, pw, po = xc.data_ptr(), idx.data_ptr(), w.data_ptr(), out.data_ptr()
     xrow = H * xc.element_size()
     for t0 in range(0, T, MAX_TOKENS_PER_CALL):

@@ -156,10 +156,10 @@ static TGTAMX void gemm_amx(const uint8_t *blocks, const uint8_t *scales, int G,
 }
 
 const gptoss_kernels gptoss_kernels_amx = {gptoss_gemv_f32_avx512, gptoss_gemv_q16_avx512, gptoss_gemm_f32_avx512,
-                                           gemm_amx};
+                                           gemm_amx, gptoss_gemv_q8_vnni};
 #else
 int gptoss_cpu_has_amx(void) { return 0; }
 #ifdef GPTOSS_HAVE_AVX2_KERNELS
-const gptoss_kernels gptoss_kernels_amx = {NULL, NULL, NULL, NULL}; /* never chosen: has_amx() is 0 */
+const gptoss_kernels gptoss_kernels_amx = {NULL, NULL, NULL, NULL, NULL}; /* never chosen: has_amx() is 0 */
 #endif
 #endif

@@ -18,6 +18,9 @@ static TGT AINL float hsum(__m256 v) {
     a = _mm_add_ss(a, _mm_movehdup_ps(a));
     return _mm_cvtss_f32(a);
 }
+
+/* kernels_avx2.c: one block of the int8-activation GEMV (4 int32 lane sums), for the AVX-512 kernel's odd block. */
+TGT __m128i gptoss_q8_block_sse(const uint8_t *b, const int8_t *xg);
 #endif
 
 #endif

@@ -22,6 +22,9 @@ void gptoss_gemv_f32_avx512(const uint8_t *blocks, const uint8_t *scales, int G,
                             float *y);
 void gptoss_gemv_q16_avx512(const uint8_t *blocks, const uint8_t *scales, int G, int nrows, const gptoss_gemv_act *x,
                             float *y);
+/* The int8-activation GEMV with vpdpbusd (needs AVX512-VNNI too: gptoss_cpu_has_avx512_vnni). */
+void gptoss_gemv_q8_vnni(const uint8_t *blocks, const uint8_t *scales, int G, int nrows, const gptoss_gemv_act *x,
+                         float *y);
 /* The fp32 GEMM both flavours share with AVX2 (a forwarder: the AVX2 table is not a constant expression). */
 void gptoss_gemm_f32_avx512(const uint8_t *blocks, const uint8_t *scales, int G, int nrows, const float *xp, int npad,
                             float *c, float *wd);

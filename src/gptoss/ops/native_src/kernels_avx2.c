@@ -155,6 +155,86 @@ static TGT void gemv_q16_avx2(const uint8_t *blocks, const uint8_t *scales, int 
     }
 }
 
+/* code2 + 12: the unsigned operand of vpmaddubsw / vpdpbusd (0..24). */
+static TGT AINL __m128i code_lut_u8(void) {
+    return _mm_setr_epi8(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0);
+}
+
+/* One 16-byte block against one token's 32 int8 activations (block-permuted order): 4 int32 sums of 8
+ * (code2 + 12) * q products. Shared with the AVX-512 kernel for a last unpaired block. */
+TGT __m128i gptoss_q8_block_sse(const uint8_t *b, const int8_t *xg) {
+    const __m128i nib = _mm_set1_epi8(0x0F), v = _mm_loadu_si128((const __m128i *)b), lut = code_lut_u8();
+    const __m128i we = _mm_shuffle_epi8(lut, _mm_and_si128(v, nib));
+    const __m128i wo = _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(v, 4), nib));
+    const __m128i p = _mm_add_epi16(_mm_maddubs_epi16(we, _mm_loadu_si128((const __m128i *)xg)),
+                                    _mm_maddubs_epi16(wo, _mm_loadu_si128((const __m128i *)(xg + 16))));
+    return _mm_madd_epi16(p, _mm_set1_epi16(1));
+}
+
+/* One weight row against NJ (1..4) int8 token vectors (q8 layout). Two blocks (32 packed bytes) per step: the low
+ * nibbles of both give, through one vpshufb, code2 + 12 of the even elements of blocks g and g+1 - exactly the
+ * first 32 activation bytes of the pair; the high nibbles the odd ones. vpmaddubsw (u8 x s8, pairs: <= 2 * 24 * 127,
+ * no saturation), add, vpmaddwd by 1: int32 lanes 0-3 of block g, 4-7 of g+1. Then per lane
+ * (sum * xs - xc) * ws: xc takes back the + 12 (moe.h), exact integers until the scales. */
+static TGT AINL void row_dot_q8(const uint8_t *br, const uint8_t *sr, int G, const int8_t *x8, const float *xs4,
+                                const float *xc4, size_t ldx, int NJ, float *y) {
+    const __m256i lut = _mm256_broadcastsi128_si256(code_lut_u8());
+    const __m256i nib = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    __m256 acc[4];
+    for (int j = 0; j < NJ; j++) acc[j] = _mm256_setzero_ps();
+    int g = 0;
+    for (; g + 1 < G; g += 2) {
+        if ((g & 3) == 0) _mm_prefetch((const char *)(br + (size_t)g * 16 + PREFETCH_AHEAD), _MM_HINT_T0);
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(br + (size_t)g * 16));
+        const __m256i we = _mm256_shuffle_epi8(lut, _mm256_and_si256(v, nib));
+        const __m256i wo = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), nib));
+        const __m256 s = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_broadcast_ss(&gptoss_scale_table[sr[g]])),
+                                              _mm_broadcast_ss(&gptoss_scale_table[sr[g + 1]]), 1);
+        for (int j = 0; j < NJ; j++) {
+            const int8_t *xg = x8 + (size_t)j * ldx + (size_t)g * GPTOSS_BLOCK;
+            const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(we, _mm256_loadu_si256((const __m256i *)xg)),
+                                               _mm256_maddubs_epi16(wo, _mm256_loadu_si256((const __m256i *)(xg + 32))));
+            const size_t o = (size_t)j * (ldx / 8) + (size_t)g * 4;
+            const __m256 t = _mm256_fmsub_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)), _mm256_loadu_ps(xs4 + o),
+                                             _mm256_loadu_ps(xc4 + o));
+            acc[j] = _mm256_fmadd_ps(t, s, acc[j]);
+        }
+    }
+    if (g < G) { /* a last unpaired block */
+        const __m128 s = _mm_broadcast_ss(&gptoss_scale_table[sr[g]]);
+        for (int j = 0; j < NJ; j++) {
+            const __m128i p = gptoss_q8_block_sse(br + (size_t)g * 16, x8 + (size_t)j * ldx + (size_t)g * GPTOSS_BLOCK);
+            const size_t o = (size_t)j * (ldx / 8) + (size_t)g * 4;
+            const __m128 t = _mm_fmsub_ps(_mm_cvtepi32_ps(p), _mm_loadu_ps(xs4 + o), _mm_loadu_ps(xc4 + o));
+            acc[j] = _mm256_add_ps(acc[j], _mm256_castps128_ps256(_mm_mul_ps(t, s)));
+        }
+    }
+    for (int j = 0; j < NJ; j++) y[j] = hsum(acc[j]);
+}
+
+static TGT void gemv_q8_avx2(const uint8_t *blocks, const uint8_t *scales, int G, int nrows, const gptoss_gemv_act *x,
+                             float *y) {
+    const size_t K = (size_t)G * GPTOSS_BLOCK;
+    const int nt = x->nt;
+    float tmp[4];
+    for (int r = 0; r < nrows; r++) {
+        const uint8_t *br = blocks + (size_t)r * G * 16;
+        const uint8_t *sr = scales + (size_t)r * G;
+        for (int j0 = 0; j0 < nt; j0 += 4) {
+            const int8_t *xq = x->x8 + (size_t)j0 * K;
+            const float *xs = x->xs4 + (size_t)j0 * (K / 8), *xc = x->xc4 + (size_t)j0 * (K / 8);
+            const int nj = nt - j0 < 4 ? nt - j0 : 4;
+            switch (nj) {
+                case 1: row_dot_q8(br, sr, G, xq, xs, xc, K, 1, tmp); break;
+                case 2: row_dot_q8(br, sr, G, xq, xs, xc, K, 2, tmp); break;
+                case 3: row_dot_q8(br, sr, G, xq, xs, xc, K, 3, tmp); break;
+                default: row_dot_q8(br, sr, G, xq, xs, xc, K, 4, tmp); break;
+            }
+            for (int j = 0; j < nj; j++) y[(size_t)r * nt + j0 + j] = tmp[j];
+        }
+    }
+}
+
 /* C[MROWS rows][NV*8 tokens] += Wd[MROWS rows][kc] * X[kc][NV*8]: weights broadcast from the decoded fp32 slice,
  * tokens along the vector lanes. 4 x 24 uses 12 accumulators + 3 activation vectors + 1 broadcast = all 16 ymm
  * registers; 8-token tails use 8 x 8 so that 8 independent FMA chains hide the FMA latency. A macro rather than an
@@ -229,6 +309,6 @@ static TGT void gemm_avx2(const uint8_t *blocks, const uint8_t *scales, int G, i
     }
 }
 
-const gptoss_kernels gptoss_kernels_avx2 = {gemv_f32_avx2, gemv_q16_avx2, gemm_avx2};
+const gptoss_kernels gptoss_kernels_avx2 = {gemv_f32_avx2, gemv_q16_avx2, gemm_avx2, NULL, gemv_q8_avx2};
 
 #endif

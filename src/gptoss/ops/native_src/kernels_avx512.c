@@ -8,6 +8,7 @@
  * the int16 weights for c = {0, 1} and {2, 3}: each pairs with 32 *contiguous* int16 activations of the q16 layout,
  * so a token costs 2 loads + 2 vpmaddwd per two blocks (the AVX2 kernel: 4 + 4).
  */
+#include "avx2.h"
 #include "avx512.h"
 
 #ifdef GPTOSS_HAVE_AVX512_KERNELS
@@ -146,16 +147,93 @@ TGT512 void gptoss_gemv_q16_avx512(const uint8_t *blocks, const uint8_t *scales,
     }
 }
 
+#define TGTVNNI __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+
+int gptoss_cpu_has_avx512_vnni(void) {
+#ifdef __GNUC__
+    __builtin_cpu_init();
+    return gptoss_cpu_has_avx512() && __builtin_cpu_supports("avx512vnni");
+#else
+    return 0;
+#endif
+}
+
+/* One weight row against NJ (1..4) int8 token vectors (q8 layout, moe.h). Two blocks per step: low and high nibbles
+ * of the pair's 32 bytes in the two halves of one register, one vpshufb to code2 + 12, which lines up with the
+ * pair's 64 contiguous activation bytes: one vpdpbusd (u8 x s8, 4 products per int32 lane) per token. Lanes 0-3
+ * and 8-11 hold block g, 4-7 and 12-15 block g+1. Then (sum * xs - xc) * ws as in the AVX2 kernel. */
+static TGTVNNI AINL512 void row_dot_q8(const uint8_t *br, const uint8_t *sr, int G, const int8_t *x8, const float *xs4,
+                                       const float *xc4, size_t ldx, int NJ, float *y) {
+    const __m512i lut = _mm512_broadcast_i32x4(_mm_setr_epi8(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0));
+    const __m512i nib = _mm512_set1_epi8(0x0F);
+    __m512 acc[4], acc2[4];
+    for (int j = 0; j < NJ; j++) acc[j] = acc2[j] = _mm512_setzero_ps();
+    int g = 0;
+    for (; g + 1 < G; g += 2) {
+        if ((g & 3) == 0) _mm_prefetch((const char *)(br + (size_t)g * 16 + PREFETCH_AHEAD), _MM_HINT_T0);
+        const __m256i p = _mm256_loadu_si256((const __m256i *)(br + (size_t)g * 16));
+        const __m512i d = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(p), _mm256_srli_epi16(p, 4), 1), nib);
+        const __m512i w = _mm512_shuffle_epi8(lut, d);
+        const __m512 s = _mm512_mask_mov_ps(_mm512_set1_ps(gptoss_scale_table[sr[g]]), 0xF0F0,
+                                            _mm512_set1_ps(gptoss_scale_table[sr[g + 1]]));
+        for (int j = 0; j < NJ; j++) {
+            const int8_t *xg = x8 + (size_t)j * ldx + (size_t)g * GPTOSS_BLOCK;
+            const __m512i sum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, _mm512_loadu_si512((const void *)xg));
+            const size_t o = (size_t)j * (ldx / 8) + (size_t)g * 4;
+            const __m512 t = _mm512_fmsub_ps(_mm512_cvtepi32_ps(sum), _mm512_broadcast_f32x8(_mm256_loadu_ps(xs4 + o)),
+                                             _mm512_zextps256_ps512(_mm256_loadu_ps(xc4 + o)));
+            if (g & 2)
+                acc2[j] = _mm512_fmadd_ps(t, s, acc2[j]);
+            else
+                acc[j] = _mm512_fmadd_ps(t, s, acc[j]);
+        }
+    }
+    if (g < G) { /* a last unpaired block */
+        const __m128 s = _mm_set1_ps(gptoss_scale_table[sr[g]]);
+        for (int j = 0; j < NJ; j++) {
+            const __m128i p = gptoss_q8_block_sse(br + (size_t)g * 16, x8 + (size_t)j * ldx + (size_t)g * GPTOSS_BLOCK);
+            const size_t o = (size_t)j * (ldx / 8) + (size_t)g * 4;
+            const __m128 t = _mm_fmsub_ps(_mm_cvtepi32_ps(p), _mm_loadu_ps(xs4 + o), _mm_loadu_ps(xc4 + o));
+            acc[j] = _mm512_add_ps(acc[j], _mm512_zextps128_ps512(_mm_mul_ps(t, s)));
+        }
+    }
+    for (int j = 0; j < NJ; j++) y[j] = _mm512_reduce_add_ps(_mm512_add_ps(acc[j], acc2[j]));
+}
+
+TGTVNNI void gptoss_gemv_q8_vnni(const uint8_t *blocks, const uint8_t *scales, int G, int nrows,
+                                 const gptoss_gemv_act *x, float *y) {
+    const size_t K = (size_t)G * GPTOSS_BLOCK;
+    const int nt = x->nt;
+    float tmp[4];
+    for (int r = 0; r < nrows; r++) {
+        const uint8_t *br = blocks + (size_t)r * G * 16;
+        const uint8_t *sr = scales + (size_t)r * G;
+        for (int j0 = 0; j0 < nt; j0 += 4) {
+            const int8_t *xq = x->x8 + (size_t)j0 * K;
+            const float *xs = x->xs4 + (size_t)j0 * (K / 8), *xc = x->xc4 + (size_t)j0 * (K / 8);
+            const int nj = nt - j0 < 4 ? nt - j0 : 4;
+            switch (nj) {
+                case 1: row_dot_q8(br, sr, G, xq, xs, xc, K, 1, tmp); break;
+                case 2: row_dot_q8(br, sr, G, xq, xs, xc, K, 2, tmp); break;
+                case 3: row_dot_q8(br, sr, G, xq, xs, xc, K, 3, tmp); break;
+                default: row_dot_q8(br, sr, G, xq, xs, xc, K, 4, tmp); break;
+            }
+            for (int j = 0; j < nj; j++) y[(size_t)r * nt + j0 + j] = tmp[j];
+        }
+    }
+}
+
 void gptoss_gemm_f32_avx512(const uint8_t *blocks, const uint8_t *scales, int G, int nrows, const float *xp, int npad,
                             float *c, float *wd) {
     gptoss_kernels_avx2.gemm(blocks, scales, G, nrows, xp, npad, c, wd);
 }
 
 const gptoss_kernels gptoss_kernels_avx512 = {gptoss_gemv_f32_avx512, gptoss_gemv_q16_avx512, gptoss_gemm_f32_avx512,
-                                              NULL};
+                                              NULL, gptoss_gemv_q8_vnni};
 #else
 int gptoss_cpu_has_avx512(void) { return 0; }
+int gptoss_cpu_has_avx512_vnni(void) { return 0; }
 #ifdef GPTOSS_HAVE_AVX2_KERNELS
-const gptoss_kernels gptoss_kernels_avx512 = {NULL, NULL, NULL, NULL}; /* never chosen: has_avx512() is 0 */
+const gptoss_kernels gptoss_kernels_avx512 = {NULL, NULL, NULL, NULL, NULL}; /* never chosen: has_avx512() is 0 */
 #endif
 #endif

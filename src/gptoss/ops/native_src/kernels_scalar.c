@@ -32,6 +32,32 @@ static void gemv_scalar(const uint8_t *blocks, const uint8_t *scales, int G, int
     }
 }
 
+/* int8 activations (q8 layout, moe.h): per block the exact integer sum of code2 * q, then times both scales. The
+ * twin of the SIMD q8 kernels, which get the same integers as (code2 + 12) * q minus the offset correction. */
+static void gemv_q8_scalar(const uint8_t *blocks, const uint8_t *scales, int G, int nrows, const gptoss_gemv_act *x,
+                           float *y) {
+    const size_t K = (size_t)G * GPTOSS_BLOCK;
+    for (int r = 0; r < nrows; r++) {
+        const uint8_t *br = blocks + (size_t)r * G * 16;
+        const uint8_t *sr = scales + (size_t)r * G;
+        for (int j = 0; j < x->nt; j++) {
+            const int8_t *xj = x->x8 + (size_t)j * K;
+            const float *xs = x->xs4 + (size_t)j * (K / 8);
+            float acc = 0.0f;
+            for (int g = 0; g < G; g++) {
+                const uint8_t *b = br + (size_t)g * 16;
+                int32_t dot = 0;
+                for (int q = 0; q < 16; q++) {
+                    dot += gptoss_fp4_code2[b[q] & 0x0F] * xj[gptoss_q8_index((size_t)G, (size_t)g, 2 * q)];
+                    dot += gptoss_fp4_code2[b[q] >> 4] * xj[gptoss_q8_index((size_t)G, (size_t)g, 2 * q + 1)];
+                }
+                acc += (float)dot * xs[4 * (size_t)g] * gptoss_scale_table[sr[g]];
+            }
+            y[(size_t)r * x->nt + j] = acc;
+        }
+    }
+}
+
 static void gemm_scalar(const uint8_t *blocks, const uint8_t *scales, int G, int nrows, const float *xp, int npad,
                         float *c, float *wd) {
     const size_t K = (size_t)G * GPTOSS_BLOCK;
@@ -54,4 +80,4 @@ static void gemm_scalar(const uint8_t *blocks, const uint8_t *scales, int G, int
     }
 }
 
-const gptoss_kernels gptoss_kernels_scalar = {gemv_scalar, NULL, gemm_scalar};
+const gptoss_kernels gptoss_kernels_scalar = {gemv_scalar, NULL, gemm_scalar, NULL, gemv_q8_scalar};

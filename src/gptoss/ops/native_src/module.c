@@ -24,10 +24,10 @@ static PyObject *py_moe(PyObject *self, PyObject *args) {
     (void)self;
     unsigned long long x, idx, w, b1b, b1s, b1, b2b, b2s, b2, out;
     long long T, k, E, H, I;
-    int x_bf16, b1_bf16, b2_bf16, isa, nthreads, gemm_min;
+    int x_bf16, b1_bf16, b2_bf16, isa, nthreads, gemm_min, act_int8 = 0;
     float limit;
-    if (!PyArg_ParseTuple(args, "KKKKKKKKKKLLLLLiiifiii", &x, &idx, &w, &b1b, &b1s, &b1, &b2b, &b2s, &b2, &out, &T,
-                          &k, &E, &H, &I, &x_bf16, &b1_bf16, &b2_bf16, &limit, &isa, &nthreads, &gemm_min))
+    if (!PyArg_ParseTuple(args, "KKKKKKKKKKLLLLLiiifiii|i", &x, &idx, &w, &b1b, &b1s, &b1, &b2b, &b2s, &b2, &out, &T,
+                          &k, &E, &H, &I, &x_bf16, &b1_bf16, &b2_bf16, &limit, &isa, &nthreads, &gemm_min, &act_int8))
         return NULL;
     gptoss_moe_args a = {
         .x = (const void *)(uintptr_t)x,
@@ -46,6 +46,7 @@ static PyObject *py_moe(PyObject *self, PyObject *args) {
         .isa = isa,
         .nthreads = nthreads,
         .gemm_min_tokens = gemm_min,
+        .act_int8 = act_int8,
     };
     int rc;
     Py_BEGIN_ALLOW_THREADS
@@ -169,6 +170,11 @@ static PyObject *py_cpu_has_amx(PyObject *self, PyObject *noargs) {
     return PyBool_FromLong(gptoss_cpu_has_amx());
 }
 
+static PyObject *py_cpu_has_avx512_vnni(PyObject *self, PyObject *noargs) {
+    (void)self, (void)noargs;
+    return PyBool_FromLong(gptoss_cpu_has_avx512_vnni());
+}
+
 static PyObject *py_threaded(PyObject *self, PyObject *noargs) {
     (void)self, (void)noargs;
     return PyBool_FromLong(gptoss_pool_threaded());
@@ -183,6 +189,7 @@ static PyMethodDef methods[] = {
     {"cpu_has_avx2", py_cpu_has_avx2, METH_NOARGS, "True when the CPU has AVX2 and FMA and the AVX2 kernels are built"},
     {"cpu_has_avx512", py_cpu_has_avx512, METH_NOARGS, "True when the CPU has AVX-512 F/BW/VL/DQ (and AVX2+FMA)"},
     {"cpu_has_amx", py_cpu_has_amx, METH_NOARGS, "True when the CPU has AVX-512 and AMX-BF16 and the OS granted the tile state"},
+    {"cpu_has_avx512_vnni", py_cpu_has_avx512_vnni, METH_NOARGS, "True when the CPU has AVX-512 and AVX512-VNNI (vpdpbusd)"},
     {"threaded", py_threaded, METH_NOARGS, "True when built with threads (else the kernels run on the caller only)"},
     {NULL, NULL, 0, NULL},
 };

@@ -48,6 +48,16 @@ int gptoss_cpu_has_avx2(void) {
 #endif
 }
 
+gptoss_gemv_fn gptoss_gemv_q8_for(int isa) {
+#ifdef GPTOSS_HAVE_AVX2_KERNELS
+    if (isa == GPTOSS_ISA_AVX512 || isa == GPTOSS_ISA_AMX)
+        return gptoss_cpu_has_avx512_vnni() ? gptoss_kernels_avx512.gemv_q8 : gptoss_kernels_avx2.gemv_q8;
+    if (isa == GPTOSS_ISA_AVX2) return gptoss_kernels_avx2.gemv_q8;
+#endif
+    (void)isa;
+    return gptoss_kernels_scalar.gemv_q8;
+}
+
 int gptoss_isa_status(int isa) {
     if (isa == GPTOSS_ISA_AVX2 && !gptoss_cpu_has_avx2()) return GPTOSS_EISA;
     if (isa == GPTOSS_ISA_AVX512 && !gptoss_cpu_has_avx512()) return GPTOSS_EISA;
@@ -61,7 +71,8 @@ typedef struct {
     int n;        /* tokens routed to it */
     int npad;     /* GEMM: n rounded up to 8 (panel width granularity); GEMV: n */
     int gemm;     /* path */
-    int q16;      /* GEMV on int16 activations allowed (bf16 models with an ISA that has the q16 kernel) */
+    int q16;      /* GEMV on quantised activations allowed (bf16 models with an ISA that has the q16 / q8 kernel) */
+    int q8;       /* ... quantised to int8 (q8 layout) rather than int16 */
     int q16x;     /* ... and used for mlp1 (every block of x was in the quantiser's range) */
     int a_unfit;  /* set (atomically) by any mlp1 chunk whose SwiGLU block was out of range: mlp2 uses fp32 */
     int amx;      /* GEMM on bf16 panels too (kern->gemm_bf16; bf16 models), unless x had a tiny block */
@@ -118,6 +129,36 @@ static int quantize_block(const float *xb, size_t G, size_t g, int16_t *xq, floa
     return 1;
 }
 
+/* The same to int8 (q8 layout, llama.cpp's Q8_0 with an fp32 scale): a 127-step grid over the block's max |x|, error
+ * <= max|x_block| / 254 per element; plus the block's offset correction 12 * scale * sum(q) (moe.h). */
+static int quantize_block_q8(const float *xb, size_t G, size_t g, int8_t *x8, float *xs4, float *xc4) {
+    float amax = 0.0f;
+    for (int e = 0; e < GPTOSS_BLOCK; e++) {
+        const float a = fabsf(xb[e]);
+        if (!(a <= FLT_MAX)) return 0;
+        amax = a > amax ? a : amax;
+    }
+    if (amax != 0.0f && (amax < 0x1p-100f || amax > 0x1p100f)) return 0;
+    const float inv = amax > 0.0f ? 127.0f / amax : 0.0f, d = amax / 127.0f;
+    int sum = 0;
+    for (int e = 0; e < GPTOSS_BLOCK; e++) {
+        float q = nearbyintf(xb[gptoss_perm(e)] * inv);
+        q = q > 127.0f ? 127.0f : (q < -127.0f ? -127.0f : q);
+        x8[gptoss_q8_index(G, g, e)] = (int8_t)q;
+        sum += (int)q;
+    }
+    for (int i = 0; i < 4; i++) xs4[4 * g + (size_t)i] = d, xc4[4 * g + (size_t)i] = 0.0f;
+    xc4[4 * g] = 12.0f * (float)sum * d;
+    return 1;
+}
+
+/* Quantises one block in the plan's format (q8 or q16) into buffer b at row offset o (in elements). */
+static inline int quantize_any(int q8, const float *xb, size_t G, size_t g, int16_t *q, int8_t *b, float *s, float *c,
+                               size_t o) {
+    if (q8) return quantize_block_q8(xb, G, g, b + o, s + o / 8, c + o / 8);
+    return quantize_block(xb, G, g, q + o, s + o / 8);
+}
+
 static inline float swiglu(float g, float l, float limit) {
     /* Same as reference.swiglu: comparisons (not fminf) so that NaN propagates like torch.clamp. */
     g = g > limit ? limit : g;
@@ -132,12 +173,15 @@ static void *alloc_aligned(size_t bytes) {
 }
 
 /* fp32 activations of width K (xbuf/abuf) and, for q16 GEMV kernels, their int16 copies (same offsets) + scales;
- * for the bf16 GEMM, bf16 panels (hi and, for the SwiGLU outputs, lo) at the plan's h*off. */
+ * for the q8 kernels int8 copies (b, same offsets) + scales + offset corrections (c); for the bf16 GEMM, bf16 panels
+ * (hi and, for the SwiGLU outputs, lo) at the plan's h*off. */
 typedef struct {
     float *f;
     int16_t *q;
     float *s;
     uint16_t *h, *l;
+    int8_t *b;
+    float *c;
 } act_buf;
 
 /* A 32-block whose largest magnitude is below 2^-40 but not zero: the bf16 GEMM flushes subnormal products and
@@ -145,7 +189,8 @@ typedef struct {
 static inline int tiny_block(uint16_t maxbits) { return maxbits != 0 && maxbits < ((127 - 40) << 7); }
 
 static gptoss_gemv_act gemv_act(const expert_plan *pl, const act_buf *b, size_t off) {
-    gptoss_gemv_act g = {b->f + off, b->q ? b->q + off : NULL, b->s ? b->s + off / 8 : NULL, pl->n};
+    gptoss_gemv_act g = {b->f + off,  b->q ? b->q + off : NULL,    b->s ? b->s + off / 8 : NULL, pl->n,
+                         b->b ? b->b + off : NULL, b->c ? b->c + off / 8 : NULL};
     return g;
 }
 
@@ -181,7 +226,7 @@ static void gather_tokens(const gptoss_moe_args *a, expert_plan *pl, const int64
     for (int j = 0; fit && j < pl->n; j++) {
         const size_t o = pl->xoff + (size_t)j * H;
         for (size_t g = 0; fit && g < G; g++)
-            fit = quantize_block(xb->f + o + g * GPTOSS_BLOCK, G, g, xb->q + o, xb->s + o / 8);
+            fit = quantize_any(pl->q8, xb->f + o + g * GPTOSS_BLOCK, G, g, xb->q, xb->b, xb->s, xb->c, o);
     }
     pl->q16x = fit;
 }
@@ -199,7 +244,8 @@ static void mlp1_item(const gptoss_moe_args *a, const gptoss_kernels *kern, expe
         kern->gemm(blocks, scales, (int)G, RC1, xb->f + pl->xoff, pl->npad, res, wd);
     } else {
         const gptoss_gemv_act x = gemv_act(pl, xb, pl->xoff);
-        (pl->q16x ? kern->gemv_q16 : kern->gemv)(blocks, scales, (int)G, RC1, &x, res);
+        (pl->q16x ? (pl->q8 ? gptoss_gemv_q8_for(a->isa) : kern->gemv_q16) : kern->gemv)(blocks, scales, (int)G, RC1,
+                                                                                       &x, res);
     }
     /* Epilogue: + bias, SwiGLU of each (gate, linear) row pair. The 32 results per token are features
      * r0/2 .. r0/2+31 = block g of mlp2's input, written in permuted order (and quantised for the int16 GEMV). */
@@ -229,7 +275,7 @@ static void mlp1_item(const gptoss_moe_args *a, const gptoss_kernels *kern, expe
         }
         if (pl->q16) {
             const size_t o = pl->aoff + (size_t)j * I;
-            if (!quantize_block(blk, GI, g, ab->q + o, ab->s + o / 8))
+            if (!quantize_any(pl->q8, blk, GI, g, ab->q, ab->b, ab->s, ab->c, o))
                 __atomic_store_n(&pl->a_unfit, 1, __ATOMIC_RELAXED);
         }
     }
@@ -251,7 +297,8 @@ static void mlp2_item(const gptoss_moe_args *a, const gptoss_kernels *kern, cons
         } else {
             const gptoss_gemv_act act = gemv_act(pl, ab, pl->aoff);
             const int q16 = pl->q16 && !__atomic_load_n(&pl->a_unfit, __ATOMIC_RELAXED);
-            (q16 ? kern->gemv_q16 : kern->gemv)(blocks, scales, (int)G, RC2, &act, res);
+            (q16 ? (pl->q8 ? gptoss_gemv_q8_for(a->isa) : kern->gemv_q16) : kern->gemv)(blocks, scales, (int)G, RC2,
+                                                                                    &act, res);
         }
         /* Epilogue: + bias, times the router weight, into the token's output row (this item owns these columns). */
         float bias[RC2];
@@ -314,7 +361,8 @@ int gptoss_moe(const gptoss_moe_args *a) {
     int64_t *tok = malloc(P * sizeof(int64_t));
     float *wgt = malloc(P * sizeof(float));
     expert_plan *plans = malloc(((size_t)a->E < P ? (size_t)a->E : P) * sizeof(expert_plan));
-    act_buf xb = {NULL, NULL, NULL, NULL, NULL}, ab = {NULL, NULL, NULL, NULL, NULL};
+    act_buf xb = {NULL, NULL, NULL, NULL, NULL, NULL, NULL}, ab = {NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+    const int q8 = a->act_int8 && gptoss_gemv_q8_for(a->isa) != NULL;
     float *scratch = NULL;
     if (!count || !tok || !wgt || !plans) goto done;
 
@@ -331,7 +379,8 @@ int gptoss_moe(const gptoss_moe_args *a) {
         pl->n = (int)n;
         pl->gemm = (int)n >= a->gemm_min_tokens;
         pl->npad = pl->gemm ? (int)((n + 7) & ~(size_t)7) : (int)n;
-        pl->q16 = !pl->gemm && a->x_bf16 && kern->gemv_q16 != NULL;
+        pl->q8 = q8;
+        pl->q16 = !pl->gemm && a->x_bf16 && (q8 || kern->gemv_q16 != NULL);
         pl->q16x = pl->a_unfit = pl->a_tiny = 0;
         pl->amx = pl->gemm && a->x_bf16 && kern->gemm_bf16 != NULL;
         pl->n16 = pl->amx ? (int)((n + 15) & ~(size_t)15) : 0;
@@ -366,11 +415,20 @@ int gptoss_moe(const gptoss_moe_args *a) {
     if (!xb.f || !ab.f || !scratch) goto done;
     if (any_q16) {
         /* Same offsets as the fp32 buffers; the parts that belong to GEMM experts are never touched (or paged in). */
-        xb.q = alloc_aligned(xfl * sizeof(int16_t));
         xb.s = alloc_aligned(xfl / 8 * sizeof(float));
-        ab.q = alloc_aligned(afl * sizeof(int16_t));
         ab.s = alloc_aligned(afl / 8 * sizeof(float));
-        if (!xb.q || !xb.s || !ab.q || !ab.s) goto done;
+        if (!xb.s || !ab.s) goto done;
+        if (q8) {
+            xb.b = alloc_aligned(xfl);
+            xb.c = alloc_aligned(xfl / 8 * sizeof(float));
+            ab.b = alloc_aligned(afl);
+            ab.c = alloc_aligned(afl / 8 * sizeof(float));
+            if (!xb.b || !xb.c || !ab.b || !ab.c) goto done;
+        } else {
+            xb.q = alloc_aligned(xfl * sizeof(int16_t));
+            ab.q = alloc_aligned(afl * sizeof(int16_t));
+            if (!xb.q || !ab.q) goto done;
+        }
     }
     if (any_amx) { /* calloc: the padding tokens of the SwiGLU panels must read as zeros */
         xb.h = alloc_aligned(hxfl * sizeof(uint16_t));
@@ -401,6 +459,10 @@ done:
     free(xb.h);
     free(ab.h);
     free(ab.l);
+    free(xb.b);
+    free(xb.c);
+    free(ab.b);
+    free(ab.c);
     free(scratch);
     return rc;
 }

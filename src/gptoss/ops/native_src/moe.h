@@ -11,6 +11,10 @@
  *    one vpmaddwd does 16 products, 1.6x the speed of decoding every weight to fp32, and the quantisation error
  *    (<= 2^-16 of the block's max) is 128x below the bf16 rounding the activations already carry. fp32 models get
  *    the exact fp32 GEMV.
+ *  - With act_int8 (bf16 models; llama.cpp's Q8_0 choice) the GEMVs read activations quantised to int8 per
+ *    32-block instead (q8 layout below): the weights become unsigned bytes code2 + 12 (one vpshufb) and one
+ *    vpmaddubsw / vpdpbusd multiplies 32 / 64 of them; the + 12 is taken back per block from the activations' sum.
+ *    Error <= 2^-8 of the block's max per activation.
  */
 #ifndef GPTOSS_MOE_H
 #define GPTOSS_MOE_H
@@ -80,6 +84,16 @@ static inline size_t gptoss_q16_index(size_t G, size_t g, int e) {
     return 32 * (g & ~(size_t)1) + 16 * c + 8 * (g & 1) + m;
 }
 
+/* q8 layout: blocks go in pairs (g even, g+1 < G) of 64 bytes: the even elements of block g, of block g+1, then the
+ * odd elements of g, of g+1 (element e at 32g + 32 (e & 1) + 16 (g & 1) + e / 2, g even-rounded): the order in
+ * which the low and high nibbles of the pair's 32 packed bytes come out. A final unpaired block uses 32g + 16 (e & 1)
+ * + e / 2 (block-permuted order). */
+static inline size_t gptoss_q8_index(size_t G, size_t g, int e) {
+    const size_t odd = (size_t)(e & 1), half = (size_t)(e >> 1);
+    if ((g & 1) == 0 && g + 1 == G) return 32 * g + 16 * odd + half;
+    return 32 * (g & ~(size_t)1) + 32 * odd + 16 * (g & 1) + half;
+}
+
 /* GEMV activations: nt token rows of K values. `xf` is fp32 in block-permuted order; the q16 kernels read instead
  * `xq` (int16 quantised per 32-block, q16 layout above) with block scales xs4 (each repeated 4x: K/8 per row). */
 /* GEMM activations for the bf16 (AMX) kernel: n16 tokens (a multiple of 16) in panels of 16, panel p at
@@ -94,11 +108,15 @@ static inline size_t gptoss_bf16_panel_index(size_t K, int t, size_t k) {
     return (size_t)(t / 16) * 16 * K + (k >> 1) * 32 + (size_t)(t % 16) * 2 + (k & 1);
 }
 
+/* The q8 kernels read `x8` (int8 per 32-block, q8 layout) with the same xs4 scales, and xc4 (K/8 per row): the
+ * weights' + 12 offset to take back, 12 * scale * (sum of the block's int8 values), at 4g (4g+1..4g+3 are 0). */
 typedef struct {
     const float *xf;
     const int16_t *xq;
     const float *xs4;
     int nt;
+    const int8_t *x8;
+    const float *xc4;
 } gptoss_gemv_act;
 
 /* One ISA's kernels. Row pointers are at the row's first block; G = K / 32. */
@@ -119,6 +137,9 @@ typedef struct {
      * nrows * K / 2 floats. */
     void (*gemm_bf16)(const uint8_t *blocks, const uint8_t *scales, int G, int nrows, const gptoss_bf16_panels *xb,
                       const float *xp, int npad, float *c, float *wd);
+    /* gemv from int8 activations (x8, xs4, xc4); NULL when the ISA has none. */
+    void (*gemv_q8)(const uint8_t *blocks, const uint8_t *scales, int G, int nrows, const gptoss_gemv_act *x,
+                    float *y);
 } gptoss_kernels;
 
 extern const gptoss_kernels gptoss_kernels_scalar;
@@ -146,6 +167,7 @@ typedef struct {
     int isa;                    /* GPTOSS_ISA_* */
     int nthreads;
     int gemm_min_tokens;        /* an expert with at least this many tokens takes the GEMM path */
+    int act_int8;               /* bf16 x: the GEMVs quantise activations to int8 (q8) instead of int16 (q16) */
 } gptoss_moe_args;
 
 enum { GPTOSS_OK = 0, GPTOSS_EBADIDX = 1, GPTOSS_ENOMEM = 2, GPTOSS_EISA = 3, GPTOSS_ESHAPE = 4 };
@@ -154,6 +176,10 @@ int gptoss_moe(const gptoss_moe_args *a);
 int gptoss_cpu_has_avx2(void);
 int gptoss_cpu_has_avx512(void); /* kernels_avx512.c: AVX-512 F/BW/VL/DQ */
 int gptoss_cpu_has_amx(void);    /* amx.c: AVX-512 + AMX-BF16, and Linux granted this process the tile state */
+int gptoss_cpu_has_avx512_vnni(void); /* kernels_avx512.c: AVX-512 + VNNI (vpdpbusd) */
+/* The int8-activation GEMV an ISA runs (VNNI where the CPU has it under avx512/amx, else the AVX2 one). */
+typedef void (*gptoss_gemv_fn)(const uint8_t *, const uint8_t *, int, int, const gptoss_gemv_act *, float *);
+gptoss_gemv_fn gptoss_gemv_q8_for(int isa);
 /* GPTOSS_OK when kernels of this ISA can run here (built and the CPU has the features), else GPTOSS_EISA. */
 int gptoss_isa_status(int isa);
 void gptoss_init_tables(void);
