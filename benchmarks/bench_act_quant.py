@@ -26,13 +26,13 @@ import tempfile
 from pathlib import Path
 
 import torch
+from tests.conftest import PARITY_CONFIGS
 
 import gptoss
 from benchmarks.common import CACHE, cpu_model, emit
 from gptoss.ops import native
 from gptoss.random_checkpoint import write_random_checkpoint
 from gptoss.weights import open_checkpoint
-from tests.conftest import PARITY_CONFIGS
 
 MAX_ERR_RATIO, MIN_AGREE = 1.5, 0.99
 

@@ -40,7 +40,7 @@ PATHS = {"auto": None, "gemm": 1, "gemv": 10**9}  # native.GEMM_MIN_TOKENS
 
 @pytest.fixture(autouse=True)
 def _int16_activations(monkeypatch: pytest.MonkeyPatch) -> None:
-    # These bounds are the int16 GEMV's; the int8 one (the bf16 default) has its own tests in test_native_moe_q8.py.
+    # These bounds are the int16 GEMV's (the bf16 default); int8 has its own tests in test_native_moe_q8.py.
     monkeypatch.setattr(native, "MOE_ACT", "int16")
 
 

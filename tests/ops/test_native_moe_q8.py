@@ -1,4 +1,4 @@
-"""The MoE GEMV on int8 activations (native.MOE_ACT = "int8", the bf16 default), every flavour against its twin.
+"""The MoE GEMV on int8 activations (GPTOSS_MOE_ACT=int8 for bf16 models), every flavour against its twin.
 
 The twin is an fp64 emulation of exactly what the kernels compute: each token's 32-blocks of x, and of the SwiGLU
 outputs between the two matmuls, quantised to int8 like llama.cpp's Q8_0 (scale = max |block| / 127, fp32, round to
@@ -145,10 +145,10 @@ def test_switch_values(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="GPTOSS_MOE_ACT='int4': expected 'int8' or 'int16'"):
         native.moe_experts(xb, idx, w, *weights, LIMIT)
     monkeypatch.delenv("GPTOSS_MOE_ACT")
-    assert native.moe_act() == "int8"  # the default
-    int8 = native.moe_experts(xb, idx, w, *weights, LIMIT)
-    assert "int8" in native.flavours()["moe_decode"]
-    monkeypatch.setenv("GPTOSS_MOE_ACT", "int16")
+    assert native.moe_act() == "int16"  # the default
     assert "int8" not in native.flavours()["moe_decode"]
     int16 = native.moe_experts(xb, idx, w, *weights, LIMIT)
+    monkeypatch.setenv("GPTOSS_MOE_ACT", "int8")
+    assert "int8" in native.flavours()["moe_decode"]
+    int8 = native.moe_experts(xb, idx, w, *weights, LIMIT)
     assert not torch.equal(int8, int16)  # the switch reaches the kernels

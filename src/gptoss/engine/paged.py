@@ -87,6 +87,12 @@ class BatchCache:
         lay = storage.layout
         groups = [g for g, present in ((FULL, lay.has_full), (SLIDING, lay.has_sliding)) if present]
         self._plans = [{g: self._plan(s, g) for g in groups} for s in segments]
+        # Every segment's new keys go in with one indexed write per layer (segments tile the batch's rows in order).
+        self._writes = {g: self._concat_writes(g) for g in groups}
+
+    def _concat_writes(self, group: str) -> tuple[Tensor, Tensor]:
+        plans = [p[group] for p in self._plans]
+        return torch.cat([p.write_blocks for p in plans]), torch.cat([p.write_offsets for p in plans])
 
     def _plan(self, s: Segment, group: str) -> _Plan:
         bs = self.storage.block_size
@@ -109,11 +115,12 @@ class BatchCache:
         st = self.storage
         group, slot = st.group_of[layer], st.slot_of[layer]
         k_slot, v_slot = st.k[slot], st.v[slot]  # (blocks, bs, Hkv, D)
+        blocks, offsets = self._writes[group]
+        k_slot[blocks, offsets] = k
+        v_slot[blocks, offsets] = v
         outs = []
         for seg, plans in zip(self.segments, self._plans, strict=True):
             rows, plan = slice(seg.offset, seg.offset + seg.n), plans[group]
-            k_slot[plan.write_blocks, plan.write_offsets] = k[rows]
-            v_slot[plan.write_blocks, plan.write_offsets] = v[rows]
             keys, values = _read(k_slot, plan.read), _read(v_slot, plan.read)  # (nb * bs, Hkv, D)
             outs.append(core(q[rows], keys, values, positions[rows], plan.k_pos))
         return torch.cat(outs)
