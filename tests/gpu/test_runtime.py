@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ import torch
 import gptoss
 from gptoss.gpu import ops as gpu_ops
 from gptoss.gpu.cache import StaticKVCache
+from gptoss.gpu.runtime import DeviceModel
+from gptoss.model import Transformer
 from gptoss.sampling import SamplingParams
 from tests.gpu.test_cache import static_twin
 from tests.test_model import prompt
@@ -27,6 +30,32 @@ def test_triton_kernels_give_the_cpu_tokens(model: gptoss.Model) -> None:
     want = list(model.generate(ids, max_tokens=4, temperature=0))
     assert list(twin.generate(ids, max_tokens=4, temperature=0)) == want
     torch.testing.assert_close(twin.logits(ids), model.logits(ids), rtol=1e-4, atol=1e-4)
+
+
+def test_decode_steps_replayed_from_captures_give_the_eager_tokens(
+    model: gptoss.Model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CUDA graphs replaced by an eager stand-in (run at capture, re-run at each replay, reading the same static
+    # inputs): the bookkeeping around them (static token and position, one capture per capacity, a fresh one after
+    # each doubling, the output copied out) on the CPU.
+    monkeypatch.setattr("gptoss.gpu.cache.MIN_CAPACITY", 16)
+    captures: list[int] = []
+
+    def eager_capture(step: Callable[[], torch.Tensor]) -> tuple[Callable[[], None], torch.Tensor]:
+        out = step()
+        captures.append(1)
+
+        def replay() -> None:
+            out.copy_(step())
+
+        return replay, out
+
+    t = Transformer(model.config, model.transformer.w)
+    replayed = DeviceModel(t, model.device, model.dtype, model.context_length, graphs=True, capture=eager_capture)
+    ids = prompt(10, 1024)
+    params = SamplingParams(temperature=1.0, seed=5, max_tokens=40)  # 10 + 40 positions: capacities 16, 32, 64
+    assert list(replayed.generate_with(ids, params)) == list(model.generate_with(ids, params))
+    assert len(captures) == 3
 
 
 def test_cuda_without_a_gpu_says_why(tiny_dir: Path) -> None:

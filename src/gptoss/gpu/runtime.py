@@ -8,6 +8,7 @@ tensors) the same code runs with graphs off.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -18,21 +19,44 @@ from gptoss.kv_cache import KVCache
 from gptoss.model import Transformer, Weights
 from gptoss.runtime import PREFILL_CHUNK, Model
 
+# A capture turns a step (no arguments, reading and writing fixed tensors) into (replay, its output tensor).
+Capture = Callable[[Callable[[], torch.Tensor]], tuple[Callable[[], None], torch.Tensor]]
+
+
+def cuda_graph_capture(step: Callable[[], torch.Tensor]) -> tuple[Callable[[], None], torch.Tensor]:
+    # Warm up on a side stream first (triton compiles, cuBLAS picks its kernels), as torch.cuda.graph requires.
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = step()
+    return graph.replay, out
+
 
 @dataclass
 class _Graph:
-    graph: torch.cuda.CUDAGraph
-    token: torch.Tensor  # (1,) long: the static input the graph reads
+    replay: Callable[[], None]
+    token: torch.Tensor  # (1,) long: the static input the step reads
     position: torch.Tensor  # (1,) long
     logits: torch.Tensor  # (V,) fp32: the static output it writes
 
 
 class DeviceModel(Model):
     def __init__(
-        self, transformer: Transformer, device: torch.device, dtype: torch.dtype, context_length: int, graphs: bool
+        self,
+        transformer: Transformer,
+        device: torch.device,
+        dtype: torch.dtype,
+        context_length: int,
+        graphs: bool,
+        capture: Capture | None = None,  # tests replace CUDA graphs with an eager stand-in
     ) -> None:
         super().__init__(transformer, device, dtype, context_length)
-        self.graphs = graphs and device.type == "cuda"
+        self.graphs = graphs and (device.type == "cuda" or capture is not None)
+        self.capture = capture or cuda_graph_capture
 
     def new_cache(self) -> KVCache:
         return StaticKVCache(self.config, self.context_length, self.dtype, self.device)
@@ -55,25 +79,17 @@ class DeviceModel(Model):
             cache.graphs[cache.capacity] = g
         g.token.copy_(token.view(1))
         g.position.fill_(cache.position)
-        g.graph.replay()
+        g.replay()
         cache.position += 1
         return g.logits.clone()  # the next replay overwrites the static output
 
     def _capture(self, cache: StaticKVCache, token: torch.Tensor) -> _Graph:
         tok = token.view(1).clone()
         pos = torch.full((1,), cache.position, dtype=torch.long, device=self.device)
-        # Warm up on a side stream first (triton compiles, cuBLAS picks its kernels), as torch.cuda.graph requires.
-        # The warm-up writes this step's keys and values, which the replay then writes again: the same values.
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            self._step(cache, tok, pos)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            logits = self._step(cache, tok, pos)
-        return _Graph(graph, tok, pos, logits)
-
+        # Capturing may run the step (the warm-up): it writes this step's keys and values, which the replay then
+        # writes again, the same values.
+        replay, logits = self.capture(lambda: self._step(cache, tok, pos))
+        return _Graph(replay, tok, pos, logits)
 
 def load_device(
     cfg: ModelConfig, weights: Weights, device: torch.device, dtype: torch.dtype, limit: int, graphs: bool = True
