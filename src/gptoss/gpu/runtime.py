@@ -91,6 +91,7 @@ class DeviceModel(Model):
         replay, logits = self.capture(lambda: self._step(cache, tok, pos))
         return _Graph(replay, tok, pos, logits)
 
+
 def load_device(
     cfg: ModelConfig, weights: Weights, device: torch.device, dtype: torch.dtype, limit: int, graphs: bool = True
 ) -> DeviceModel:
