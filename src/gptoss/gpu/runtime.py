@@ -97,4 +97,6 @@ def load_device(
 ) -> DeviceModel:
     from gptoss.gpu import ops
 
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # triton launches on the current device
     return DeviceModel(Transformer(cfg, weights, kernels=ops), device, dtype, limit, graphs)

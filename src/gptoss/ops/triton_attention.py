@@ -47,20 +47,23 @@ def _attention(q, k, v, sinks, q_pos, k_pos, out, T, S, G, window, scale_log2,
         c_ok = c < S
         kp = tl.load(k_pos + c, mask=c_ok, other=-1)
         allowed = (kp[None, :] <= qp[:, None]) & (kp[None, :] >= 0) & (kp[None, :] > low[:, None])
-        kv_off = c[:, None] * k_stride + hk * D + d[None, :]
-        kv_ok = c_ok[:, None] & d_ok[None, :]
-        kt = tl.load(k + kv_off, mask=kv_ok, other=0.0)
-        vt = tl.load(v + kv_off, mask=kv_ok, other=0.0)
-        if DOT_F32:
-            kt, vt = kt.to(tl.float32), vt.to(tl.float32)
-        s = tl.dot(qt, tl.trans(kt), input_precision="ieee") * scale_log2
-        s = tl.where(allowed, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        p = tl.exp2(s - m_new[:, None])
-        alpha = tl.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(vt.dtype), vt, input_precision="ieee")
-        m_i = m_new
+        # Skip key blocks no row may see: the causal future, outside the band, empty slots (a decode step over a
+        # half-filled buffer reads only the filled part).
+        if tl.max(tl.max(allowed.to(tl.int32), axis=1), axis=0) > 0:
+            kv_off = c[:, None] * k_stride + hk * D + d[None, :]
+            kv_ok = c_ok[:, None] & d_ok[None, :]
+            kt = tl.load(k + kv_off, mask=kv_ok, other=0.0)
+            vt = tl.load(v + kv_off, mask=kv_ok, other=0.0)
+            if DOT_F32:
+                kt, vt = kt.to(tl.float32), vt.to(tl.float32)
+            s = tl.dot(qt, tl.trans(kt), input_precision="ieee") * scale_log2
+            s = tl.where(allowed, s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, axis=1))
+            p = tl.exp2(s - m_new[:, None])
+            alpha = tl.exp2(m_i - m_new)
+            l_i = l_i * alpha + tl.sum(p, axis=1)
+            acc = acc * alpha[:, None] + tl.dot(p.to(vt.dtype), vt, input_precision="ieee")
+            m_i = m_new
     o = acc / l_i[:, None]
     tl.store(out + t[:, None] * (Hq * D) + h[:, None] * D + d[None, :], o.to(out.dtype.element_ty),
              mask=r_ok[:, None] & d_ok[None, :])  # fmt: skip
