@@ -8,6 +8,8 @@ plus the chunk itself (mask by position), then the chunk's last `window` keys ov
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
 from typing import Protocol
 
 import torch
@@ -17,6 +19,22 @@ from gptoss.errors import InputError
 
 # The attention core of one layer: (q, k, v, q_pos, k_pos) -> (T, Hq*D), masking by absolute position.
 AttentionCore = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LayerAttention:
+    """The AttentionCore a Transformer hands to its cache: kernels.attention with this layer's sinks, band and scale.
+    A paged cache may call kernels.paged_attention with the same parameters instead, where the kernel set has one."""
+
+    kernels: ModuleType
+    sinks: torch.Tensor
+    window: int
+    scale: float
+
+    def __call__(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor
+    ) -> torch.Tensor:
+        return self.kernels.attention(q, k, v, self.sinks, q_pos, k_pos, self.window, self.scale)
 
 
 class AttentionCache(Protocol):

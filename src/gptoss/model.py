@@ -18,11 +18,10 @@ from types import ModuleType
 from typing import Protocol
 
 import torch
-from torch import Tensor
 
 from gptoss import ops
 from gptoss.config import ModelConfig, yarn_low_high
-from gptoss.kv_cache import AttentionCache
+from gptoss.kv_cache import AttentionCache, LayerAttention
 
 
 @dataclass
@@ -162,9 +161,7 @@ class Transformer:
         q, k = self.ops.rope(q, cos, sin), self.ops.rope(k, cos, sin)  # half-split: j pairs with j + D/2
         window = cfg.sliding_window if cfg.is_sliding(layer) else 0
 
-        def core(q: Tensor, k: Tensor, v: Tensor, q_pos: Tensor, k_pos: Tensor) -> Tensor:
-            return self.ops.attention(q, k, v, a.sinks, q_pos, k_pos, window, self.sm_scale)  # (T, Hq*D)
-
+        core = LayerAttention(self.ops, a.sinks, window, self.sm_scale)  # (q, k, v, q_pos, k_pos) -> (T, Hq*D)
         # With a cache, it adds this chunk's keys and values and runs `core` over each sequence's keys.
         o = core(q, k, v, positions, positions) if cache is None else cache.attend(layer, q, k, v, positions, core)
         return self.linear(o, a.wo, a.bo, layer, "o")  # (T, H)

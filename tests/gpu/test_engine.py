@@ -4,6 +4,7 @@ batch through the triton MoE (on the CPU via triton's interpreter; on cuda with 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -38,9 +39,20 @@ def model(tiny_dir: Path) -> gptoss.Model:
 PROMPTS = [prompt(n, 1024, seed=n) for n in (3, 9, 13)]
 
 
-def test_batched_triton_step_gives_each_request_its_tokens_alone(model: gptoss.Model) -> None:
+def test_batched_triton_step_gives_each_request_its_tokens_alone(
+    model: gptoss.Model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    kernel = gpu_ops.paged_attention
+
+    def counted(*args: Any) -> torch.Tensor:
+        calls.append(args[5].ids.shape[0])  # sequences in the launch
+        return kernel(*args)
+
+    monkeypatch.setattr(gpu_ops, "paged_attention", counted)
     got = run_batch(static_twin(model, gpu_ops), PROMPTS, 3)
     assert got == {i: list(model.generate(p, max_tokens=3, temperature=0)) for i, p in enumerate(PROMPTS)}
+    assert max(calls) == 3  # the block-table kernel ran each step, once per layer, over all sequences at once
 
 
 @pytest.mark.gpu

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from gptoss.ops import reference, triton_attention
+from gptoss.ops.reference import BlockTables
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -72,3 +73,43 @@ def test_attention_bad_shapes_are_named() -> None:
 def test_attention_at_the_real_head_shapes_on_cuda() -> None:
     _check(1, 1000, 64, 8, 64, 128, torch.bfloat16, shuffle=True, tol=2e-2)
     _check(300, 300, 64, 8, 64, 0, torch.bfloat16, tol=2e-2)
+
+
+def _tables(segs: list[tuple[int, list[int], int]], device: str) -> BlockTables:
+    """segs: (rows, block ids, first visible position) per sequence, rows in order in the flat batch."""
+    width = max(len(ids) for _, ids, _ in segs)
+    ids = torch.tensor([b + [0] * (width - len(b)) for _, b, _ in segs], dtype=torch.int32)
+    starts = [sum(n for n, _, _ in segs[:i]) for i in range(len(segs))]
+    return BlockTables(
+        ids.to(device),
+        torch.tensor([len(b) for _, b, _ in segs], dtype=torch.int32, device=device),
+        torch.tensor([p for _, _, p in segs], dtype=torch.int64, device=device),
+        torch.tensor(starts, dtype=torch.int32, device=device),
+        torch.tensor([n for n, _, _ in segs], dtype=torch.int32, device=device),
+        max(n for n, _, _ in segs),
+    )
+
+
+@pytest.mark.parametrize(("window", "dtype"), [(0, torch.float32), (6, torch.float32), (0, torch.bfloat16)])
+def test_paged_attention_matches_reference(window: int, dtype: torch.dtype) -> None:
+    g = torch.Generator().manual_seed(window)
+    k_pool, v_pool = (torch.randn(20, 4, 2, 16, generator=g).to(dtype) for _ in range(2))
+    # Three sequences: scattered blocks (12 positions, last 3 rows new), a band starting at position 8 (blocks
+    # 2 and 9), a 5-token prompt in blocks 0-1 (slots past its end are the future).
+    segs = [(3, [5, 17, 7], 0), (1, [2, 9], 8), (5, [0, 1], 0)]
+    q_pos = torch.tensor([9, 10, 11, 13, 3, 4, 5, 6, 7])
+    q, sinks = torch.randn(9, 4, 16, generator=g).to(dtype), torch.randn(4, generator=g)
+    dev = [t.to(DEVICE) for t in (q, k_pool, v_pool, sinks, q_pos)]
+    got = triton_attention.paged_attention(*dev, _tables(segs, DEVICE), window, 0.3)
+    want = reference.paged_attention(q, k_pool, v_pool, sinks, q_pos, _tables(segs, "cpu"), window, 0.3)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(got.cpu().float(), want.float(), rtol=tol, atol=tol)
+
+
+def test_paged_reference_is_attention_over_each_sequences_blocks() -> None:
+    k_pool, v_pool = torch.randn(6, 4, 1, 8), torch.randn(6, 4, 1, 8)
+    q, sinks, q_pos = torch.randn(2, 2, 8), torch.randn(2), torch.tensor([6, 7])
+    got = reference.paged_attention(q, k_pool, v_pool, sinks, q_pos, _tables([(2, [4, 1], 0)], "cpu"), 0, 0.5)
+    keys, values = torch.cat([k_pool[4], k_pool[1]]), torch.cat([v_pool[4], v_pool[1]])
+    want = reference.attention(q, keys, values, sinks, q_pos, torch.arange(8), 0, 0.5)
+    assert torch.equal(got, want)

@@ -19,6 +19,7 @@ from torch import Tensor
 from gptoss.config import ModelConfig
 from gptoss.engine.blocks import FULL, SLIDING, Layout, SeqBlocks
 from gptoss.kv_cache import AttentionCore
+from gptoss.ops.reference import BlockTables
 
 
 class PagedStorage:
@@ -76,6 +77,8 @@ class _Plan:
     write_offsets: Tensor  # (n,) its slot in that block
     read: slice | Tensor  # the visible blocks: a slice when consecutive (a view), else their ids
     k_pos: Tensor  # (nb * bs,) absolute position of every visible slot
+    ids: list[int]  # the visible blocks, for a block-table kernel
+    first_pos: int  # the position in their first slot
 
 
 class BatchCache:
@@ -89,6 +92,21 @@ class BatchCache:
         self._plans = [{g: self._plan(s, g) for g in groups} for s in segments]
         # Every segment's new keys go in with one indexed write per layer (segments tile the batch's rows in order).
         self._writes = {g: self._concat_writes(g) for g in groups}
+        self._tables: dict[str, BlockTables] = {}  # per group, built on first use (GPU kernels only)
+
+    def _block_tables(self, group: str) -> BlockTables:
+        plans = [p[group] for p in self._plans]
+        width = max(len(p.ids) for p in plans)
+        dev = self.storage.device
+        ids = [p.ids + [0] * (width - len(p.ids)) for p in plans]
+        return BlockTables(
+            torch.tensor(ids, dtype=torch.int32, device=dev),
+            torch.tensor([len(p.ids) for p in plans], dtype=torch.int32, device=dev),
+            torch.tensor([p.first_pos for p in plans], dtype=torch.int64, device=dev),
+            torch.tensor([s.offset for s in self.segments], dtype=torch.int32, device=dev),
+            torch.tensor([s.n for s in self.segments], dtype=torch.int32, device=dev),
+            max(s.n for s in self.segments),
+        )
 
     def _concat_writes(self, group: str) -> tuple[Tensor, Tensor]:
         plans = [p[group] for p in self._plans]
@@ -109,7 +127,7 @@ class BatchCache:
         read = slice(ids[0], ids[0] + len(ids)) if consecutive else torch.tensor(ids, device=dev)
         k_pos = torch.arange(first * bs, end * bs, device=dev)
         offsets = torch.tensor([p % bs for p in pos], device=dev)
-        return _Plan(torch.tensor(written, device=dev), offsets, read, k_pos)
+        return _Plan(torch.tensor(written, device=dev), offsets, read, k_pos, ids, first * bs)
 
     def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor, positions: Tensor, core: AttentionCore) -> Tensor:
         st = self.storage
@@ -118,6 +136,10 @@ class BatchCache:
         blocks, offsets = self._writes[group]
         k_slot[blocks, offsets] = k
         v_slot[blocks, offsets] = v
+        paged = getattr(getattr(core, "kernels", None), "paged_attention", None)
+        if paged is not None:  # the GPU kernel set: one launch over every sequence's block table
+            tables = self._tables.get(group) or self._tables.setdefault(group, self._block_tables(group))
+            return paged(q, k_slot, v_slot, core.sinks, positions, tables, core.window, core.scale)  # type: ignore[attr-defined]
         outs = []
         for seg, plans in zip(self.segments, self._plans, strict=True):
             rows, plan = slice(seg.offset, seg.offset + seg.n), plans[group]

@@ -6,6 +6,8 @@ They favour clarity and fp32 accumulation over speed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -89,3 +91,38 @@ def attention(
     probs = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :-1]  # (Hkv, G, T, S)
     out = torch.einsum("hgts,shd->thgd", probs, v.float())  # (T, Hkv, G, D)
     return out.reshape(T, Hq * D).to(q.dtype)
+
+
+@dataclass(frozen=True)
+class BlockTables:
+    """Where each sequence of a flat batch reads its keys in a paged pool (engine/paged.py), as device tensors.
+    Sequence i owns query rows [row_start[i], row_start[i] + rows[i]) and sees pool blocks ids[i, :n_blocks[i]],
+    whose slots hold positions first_pos[i], first_pos[i] + 1, ... in order (slots past its end are the future)."""
+
+    ids: torch.Tensor  # (sequences, max blocks) int32, padded
+    n_blocks: torch.Tensor  # (sequences,) int32
+    first_pos: torch.Tensor  # (sequences,) int64
+    row_start: torch.Tensor  # (sequences,) int32
+    rows: torch.Tensor  # (sequences,) int32
+    max_rows: int  # the largest of rows, known on the host (a grid size)
+
+
+def paged_attention(
+    q: torch.Tensor,  # (N, Hq, D) the flat batch's queries, rotary applied
+    k_pool: torch.Tensor,  # (blocks, block_size, Hkv, D) one layer's key blocks
+    v_pool: torch.Tensor,  # (blocks, block_size, Hkv, D)
+    sinks: torch.Tensor,  # (Hq,)
+    q_pos: torch.Tensor,  # (N,) int64
+    tables: BlockTables,
+    window: int,
+    scale: float,
+) -> torch.Tensor:  # (N, Hq*D) in q.dtype: each sequence's rows attend over its own blocks only
+    bs = k_pool.shape[1]
+    outs = []
+    for i in range(tables.ids.shape[0]):
+        r0, n, nb = int(tables.row_start[i]), int(tables.rows[i]), int(tables.n_blocks[i])
+        ids = tables.ids[i, :nb].long()
+        k, v = k_pool[ids].flatten(0, 1), v_pool[ids].flatten(0, 1)  # (nb * bs, Hkv, D)
+        k_pos = int(tables.first_pos[i]) + torch.arange(nb * bs, device=q.device)
+        outs.append(attention(q[r0 : r0 + n], k, v, sinks, q_pos[r0 : r0 + n], k_pos, window, scale))
+    return torch.cat(outs)
