@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 
 from gptoss.ops.reference import BlockTables
-from gptoss.ops.triton_moe import dot_f32
+from gptoss.ops.triton_moe import dot, dot_f32
 
 BLOCK_M = 16
 BLOCK_N = 64
@@ -33,13 +33,13 @@ def _key_block(qt, k, v, kv_off, kv_ok, allowed, m_i, l_i, acc, scale_log2, DOT_
         vt = tl.load(v + kv_off, mask=kv_ok, other=0.0)
         if DOT_F32:
             kt, vt = kt.to(tl.float32), vt.to(tl.float32)
-        s = tl.dot(qt, tl.trans(kt), input_precision="ieee") * scale_log2
+        s = dot(qt, tl.trans(kt), DOT_F32) * scale_log2
         s = tl.where(allowed, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         p = tl.exp2(s - m_new[:, None])
         alpha = tl.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(vt.dtype), vt, input_precision="ieee")
+        acc = acc * alpha[:, None] + dot(p.to(vt.dtype), vt, DOT_F32)
         m_i = m_new
     return m_i, l_i, acc
 

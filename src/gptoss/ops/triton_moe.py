@@ -39,6 +39,15 @@ def _fp4(code):
 
 
 @triton.jit
+def dot(a, b, F32: tl.constexpr):
+    """a @ b with fp32 accumulation: fp32 operands multiply exactly (not in TF32); bf16 ones on the tensor cores."""
+    if F32:
+        return tl.dot(a, b, input_precision="ieee")
+    else:
+        return tl.dot(a, b)
+
+
+@triton.jit
 def _mx_dot(acc, x_ptr, x_rows, x_ok, x_stride, w_blocks, w_scales, w_rows, w_ok, K,
             BK: tl.constexpr, DOT_F32: tl.constexpr):  # fmt: skip
     """acc (BM, BN) += X[x_rows, :K] @ W[w_rows, :K]^T, W in MXFP4 (blocks (rows, K/2) bytes, scales (rows, K/32)).
@@ -60,8 +69,8 @@ def _mx_dot(acc, x_ptr, x_rows, x_ok, x_stride, w_blocks, w_scales, w_rows, w_ok
             x_even, x_odd = x_even.to(tl.float32), x_odd.to(tl.float32)
         w_lo = (_fp4(packed & 15) * f * 2.0).to(x_even.dtype)
         w_hi = (_fp4(packed >> 4) * f * 2.0).to(x_even.dtype)
-        acc += tl.dot(x_even, tl.trans(w_lo), input_precision="ieee")
-        acc += tl.dot(x_odd, tl.trans(w_hi), input_precision="ieee")
+        acc += dot(x_even, tl.trans(w_lo), DOT_F32)
+        acc += dot(x_odd, tl.trans(w_hi), DOT_F32)
     return acc
 
 
