@@ -326,6 +326,16 @@ def gptoss_half(args: argparse.Namespace) -> tuple[dict[int, float], TraceRun, s
     return rates, trace, metrics
 
 
+def llama_ready(args: argparse.Namespace, wait: float) -> None:
+    """Exits 2 saying what is missing unless llama-server and the GGUF are there (within `wait` seconds)."""
+    deadline = time.monotonic() + wait
+    while (why := llama_server.missing(args.llama_server, args.gguf)) is not None and time.monotonic() < deadline:
+        time.sleep(10)
+    if why is not None:
+        print(why, file=sys.stderr)
+        raise SystemExit(2)
+
+
 def llama_half(args: argparse.Namespace) -> TraceRun:
     port = free_port()
     extra = args.llama_args.split()
@@ -354,6 +364,12 @@ def main() -> None:
     p.add_argument("--llama-ctx", type=int, default=8192, help="llama-server context per slot")
     p.add_argument("--llama-args", default="--no-repack", help="extra llama-server options")
     p.add_argument(
+        "--llama-wait",
+        type=float,
+        default=0,
+        help="seconds to wait for a llama-server still being built (after gptoss)",
+    )
+    p.add_argument(
         "--llama-limit",
         type=float,
         default=None,
@@ -362,19 +378,22 @@ def main() -> None:
     args = p.parse_args()
     if not args.skip_llama:
         args.gguf = args.gguf or gguf_path(args.preset)
-        why = llama_server.missing(args.llama_server, args.gguf)
-        if why is not None:
-            print(why, file=sys.stderr)
-            raise SystemExit(2)
+        if not args.llama_wait or not args.gguf.is_file():  # fail before loading anything; a binary may be building
+            llama_ready(args, 0)
+    load = [os.getloadavg()[0]]
     rates, ours, metrics = gptoss_half(args)
+    load.append(os.getloadavg()[0])
+    if not args.skip_llama:
+        llama_ready(args, args.llama_wait)
     theirs = None if args.skip_llama else llama_half(args)
+    load.append(os.getloadavg()[0])
     preempted = [ln.split()[-1] for ln in metrics.splitlines() if ln.startswith("gptoss_preemptions_total")]
     result: dict[str, object] = {
         "benchmark": "serving",
         "preset": args.preset,
         "cpu": cpu_model(),
         "threads": os.cpu_count(),
-        "load_average": os.getloadavg()[0],
+        "load_average_at_start_between_end": load,
         "decode_tokens_per_s": {str(n): round(r, 2) for n, r in rates.items()},
         "preemptions": float(preempted[0]) if preempted else None,
         "gptoss": ours.summary(),
