@@ -23,7 +23,7 @@ from gptoss.ops.reference import SWIGLU_ALPHA
 
 DECODE_MAX_TOKENS = 16
 DECODE_BLOCK_N = 32  # decode is bound by reading the weights: narrow tiles spread the few active experts over SMs
-GROUPED_BLOCK_M = 64
+GROUPED_BLOCK_M = 64  # at most: smaller (down to 16) when an expert gets fewer tokens on average (a batched decode)
 GROUPED_BLOCK_N = 64
 BLOCK_K = 64
 
@@ -198,7 +198,8 @@ def moe_experts(
         bm, bn, grid_m = DECODE_MAX_TOKENS, DECODE_BLOCK_N, E
         grouped = False
     else:
-        bm, bn, grouped = GROUPED_BLOCK_M, GROUPED_BLOCK_N, True
+        per_expert = -(-T * k // E)
+        bm, bn, grouped = min(GROUPED_BLOCK_M, max(16, triton.next_power_of_2(per_expert))), GROUPED_BLOCK_N, True
         route, block_expert = route_by_expert(expert_idx, E, bm)
         grid_m = block_expert.numel()
     meta = {"KSEL": k, "KP": kp, "BM": bm, "BN": bn, "BK": BLOCK_K, "GROUPED": grouped, "DOT_F32": dot_f32(xc)}
