@@ -155,3 +155,15 @@ def test_the_measurement_picks_the_faster_gemm(monkeypatch: pytest.MonkeyPatch, 
     else:
         monkeypatch.setattr(native, "_linear_gemm", slowed(native._linear_gemm))
     assert native._bf16_gemm_is_faster(T=16, K=64, N=64, rounds=1) is (slow == "fp32")
+
+
+def test_subnormal_activations_are_not_flushed(isa: str) -> None:
+    # The amx flavour's tiles flush subnormal inputs; a call with one takes the AVX2 kernel instead. 2^-130 is a
+    # bf16 subnormal, its product with 2^10 the normal 2^-120.
+    for T in (1, 4):
+        x = torch.zeros(T, 64).bfloat16()
+        x[-1, 3] = 2.0**-130
+        w = torch.zeros(32, 64).bfloat16()
+        w[5, 3] = 2.0**10
+        y = native.linear(x, w).float()
+        assert y[-1, 5].item() == 2.0**-120 and y.count_nonzero() == 1

@@ -155,6 +155,43 @@ static TGTAMX void gemm_amx(const uint8_t *blocks, const uint8_t *scales, int G,
     _tile_release();
 }
 
+/* Dense bf16 rows (dense.c) for 1..16 bf16 tokens: W's rows, in place, are the A operand (16 rows x 32 k per tile,
+ * stride K), the tokens the B operand (xb: K/2 k-pair rows of 16 tokens x 2, zero past T). W is read once, at the
+ * read bandwidth, whatever the token count; the C GEMV's cost grows with every token past the first, and oneDNN's
+ * bf16 GEMM re-lays W out on each call. nr is a multiple of 16, K of 32; out is [nr][T]. */
+TGTAMX void gptoss_dense_rows_amx(const uint16_t *w, size_t K, const uint16_t *xb, int T, int nr, float *out) {
+    tile_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 5; t++) cfg.colsb[t] = 64, cfg.rows[t] = 16;
+    _tile_loadconfig(&cfg);
+    float ct[16 * 16];
+    for (int r = 0; r < nr; r += 32) {
+        const int two = r + 32 <= nr;
+        const uint16_t *a0 = w + (size_t)r * K, *a1 = a0 + 16 * K;
+        _tile_zero(0);
+        _tile_zero(1);
+        for (size_t k = 0; k < K; k += 32) {
+            _tile_loadd(4, xb + k * 16, 64);
+            _tile_loadd(2, a0 + k, K * 2);
+            _tile_dpbf16ps(0, 2, 4);
+            if (two) {
+                _tile_loadd(3, a1 + k, K * 2);
+                _tile_dpbf16ps(1, 3, 4);
+            }
+        }
+        for (int h = 0; h < 1 + two; h++) {
+            if (h)
+                _tile_stored(1, ct, 64);
+            else
+                _tile_stored(0, ct, 64);
+            for (int i = 0; i < 16; i++)
+                for (int j = 0; j < T; j++) out[(size_t)(r + 16 * h + i) * (size_t)T + (size_t)j] = ct[i * 16 + j];
+        }
+    }
+    _tile_release();
+}
+
 const gptoss_kernels gptoss_kernels_amx = {gptoss_gemv_f32_avx512, gptoss_gemv_q16_avx512, gptoss_gemm_f32_avx512,
                                            gemm_amx, gptoss_gemv_q8_vnni};
 #else

@@ -25,6 +25,8 @@ void gptoss_gemv_q16_avx512(const uint8_t *blocks, const uint8_t *scales, int G,
 /* The int8-activation GEMV with vpdpbusd (needs AVX512-VNNI too: gptoss_cpu_has_avx512_vnni). */
 void gptoss_gemv_q8_vnni(const uint8_t *blocks, const uint8_t *scales, int G, int nrows, const gptoss_gemv_act *x,
                          float *y);
+/* amx.c: dense bf16 rows for 1..16 bf16 tokens with AMX tiles (under the amx flavour only); see there. */
+void gptoss_dense_rows_amx(const uint16_t *w, size_t K, const uint16_t *xb, int T, int nr, float *out);
 /* The fp32 GEMM both flavours share with AVX2 (a forwarder: the AVX2 table is not a constant expression). */
 void gptoss_gemm_f32_avx512(const uint8_t *blocks, const uint8_t *scales, int G, int nrows, const float *xp, int npad,
                             float *c, float *wd);

@@ -8,11 +8,15 @@
  * is the even element as fp32 and `lane & 0xFFFF0000` the odd one. So the (small, per-call) activations are stored
  * with every 16-group split into its 8 even then 8 odd values; a tail of K % 16 values stays in natural order.
  * Products accumulate in fp32; the bias is added in fp32 and the result rounded once (to bf16 when asked).
+ * Under the amx flavour, bf16 tokens (K a multiple of 32) take AMX tiles instead (amx.c), which read W once at the
+ * read bandwidth whatever the token count (1-8 cost the same; the AVX2 kernel's cost grows past 2). tdpbf16ps flushes subnormal inputs and results: a call with a
+ * subnormal activation stays on the AVX2 kernel; flushed subnormal weights or products are below 2^-126 |x| each.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "avx2.h"
+#include "avx512.h"
 #include "bf16.h"
 #include "dense.h"
 #include "moe.h"
@@ -23,7 +27,8 @@
 
 typedef struct {
     const gptoss_linear_args *a;
-    const float *xp; /* T x K, 16-groups split even/odd */
+    const float *xp;    /* T x K, 16-groups split even/odd */
+    const uint16_t *xb; /* amx: the tokens as the tiles' B operand, [K/2][16][2] bf16 (NULL: no AMX) */
     int rows_per_item;
 } job;
 
@@ -104,6 +109,20 @@ static void run_item(void *ctx, int phase, int item, int worker) {
     const int T = (int)a->T;
     const size_t r_end = (size_t)(item + 1) * jb->rows_per_item < N ? (size_t)(item + 1) * jb->rows_per_item : N;
     float out[ROWS * GPTOSS_LINEAR_MAX_TOKENS];
+#ifdef GPTOSS_HAVE_AVX512_KERNELS
+    if (jb->xb != NULL) { /* rows in 16s by AMX, a tail of < 16 by AVX2; rows_per_item <= 64 */
+        float all[64 * GPTOSS_LINEAR_MAX_TOKENS];
+        const size_t r0 = (size_t)item * jb->rows_per_item;
+        const int n = (int)(r_end - r0), n16 = n / 16 * 16;
+        if (n16) gptoss_dense_rows_amx(a->w + r0 * K, K, jb->xb, T, n16, all);
+        if (n > n16) rows_avx2(a->w + (r0 + (size_t)n16) * K, K, jb->xp, T, n - n16, all + (size_t)n16 * T);
+        for (int r = 0; r < n; r++) {
+            const float b = a->b == NULL ? 0.0f : load_val(a->b, r0 + (size_t)r, a->b_bf16);
+            for (int j = 0; j < T; j++) store_val(a->y, (size_t)j * N + r0 + (size_t)r, all[r * T + j] + b, a->y_bf16);
+        }
+        return;
+    }
+#endif
     for (size_t r0 = (size_t)item * jb->rows_per_item; r0 < r_end; r0 += ROWS) {
         const int nr = r_end - r0 < ROWS ? (int)(r_end - r0) : ROWS;
         const uint16_t *w = a->w + r0 * K;
@@ -130,15 +149,33 @@ int gptoss_linear(const gptoss_linear_args *a) {
     for (size_t j = 0; j < T; j++)
         for (size_t k = 0; k < K; k++)
             xp[j * K + split_index(K, k)] = load_val(a->x, j * K + k, a->x_bf16);
+    /* AMX: bf16 tokens, K in whole tiles, no subnormal activation (the tiles would flush it). */
+    int amx = a->isa == GPTOSS_ISA_AMX && a->x_bf16 && K % 32 == 0;
+    for (size_t i = 0; amx && i < T * K; i++) {
+        const uint16_t h = ((const uint16_t *)a->x)[i];
+        amx = !((h & 0x7F80) == 0 && (h & 0x7F) != 0);
+    }
+    uint16_t *xb = NULL;
+    if (amx) {
+        if (posix_memalign((void **)&xb, 64, K * 16 * sizeof(uint16_t))) {
+            free(xp);
+            return GPTOSS_ENOMEM;
+        }
+        memset(xb, 0, K * 16 * sizeof(uint16_t));
+        for (size_t j = 0; j < T; j++)
+            for (size_t k = 0; k < K; k++) xb[(k >> 1) * 32 + j * 2 + (k & 1)] = ((const uint16_t *)a->x)[j * K + k];
+    }
     const int nt = a->nthreads > 0 ? a->nthreads : 1;
     /* About 8 items per thread (so a late or preempted thread costs little), at most 64 rows (~360 KB of W) each:
      * larger items measured slower (the two threads' streams drift apart in DRAM). */
     int rpi = (int)((a->N + (int64_t)nt * 8 - 1) / ((int64_t)nt * 8));
     rpi = (rpi + ROWS - 1) / ROWS * ROWS;
     rpi = rpi < ROWS ? ROWS : (rpi > 64 ? 64 : rpi);
-    const job jb = {a, xp, rpi};
+    if (amx) rpi = (rpi + 15) / 16 * 16; /* whole tiles */
+    const job jb = {a, xp, xb, rpi};
     const int items = (int)((a->N + rpi - 1) / rpi);
     gptoss_pool_run(nt, 1, &items, run_item, (void *)&jb);
     free(xp);
+    free(xb);
     return GPTOSS_OK;
 }
