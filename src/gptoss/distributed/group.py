@@ -1,4 +1,5 @@
-"""The process group: torchrun's environment in, collectives out (gloo, on CPU).
+"""The process group: torchrun's environment in, collectives out (gloo, on CPU; the forward pass's all-reduces and
+all-gathers through shared memory when every rank is on this machine, see local.py).
 
 Every collective is bounded by the group's timeout, so a rank that dies or hangs makes the others fail with a
 clear error instead of waiting forever.
@@ -6,18 +7,26 @@ clear error instead of waiting forever.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
+from gptoss.distributed import local
+from gptoss.distributed.local import LocalGroup
 from gptoss.errors import GptossError
+
+R = TypeVar("R")
 
 DEFAULT_TIMEOUT_S = 60.0
 LOAD_TIMEOUT_S = 1800.0  # how long ranks wait for each other to finish loading (a big checkpoint from a cold disk)
+MESSAGE_BYTES = 16 << 10  # the first broadcast of an announcement: length + pickle (a decode step's is ~1-7 KiB)
 ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -35,6 +44,7 @@ class Comm:
     world: int
     timeout_s: float
     load_group: dist.ProcessGroup | None = None  # the same ranks with LOAD_TIMEOUT_S: only for loaded()
+    local: LocalGroup | None = None  # shared memory, when every rank is on this machine
 
     @property
     def leader(self) -> bool:
@@ -42,7 +52,9 @@ class Comm:
 
     def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
         """Sum over ranks in fp32 (bf16 partial sums would lose bits), returned in t's dtype."""
-        acc = t.float().contiguous()
+        acc, shm = t.to(torch.float32, copy=True).contiguous(), self.local  # never the caller's tensor
+        if shm is not None and shm.fits(acc):
+            return self._run("all_reduce", lambda: shm.all_reduce(acc)).to(t.dtype)
         self._run("all_reduce", lambda: dist.all_reduce(acc))
         return acc.to(t.dtype)
 
@@ -50,24 +62,43 @@ class Comm:
         """Each rank's (T, <= chunk) columns -> (T, total), ranks in order (padded to equal sizes for gloo)."""
         padded = torch.zeros(t.shape[0], chunk, dtype=t.dtype)
         padded[:, : t.shape[1]] = t
+        shm = self.local
+        if shm is not None and shm.fits(padded):
+            stacked = self._run("all_gather", lambda: shm.all_gather(padded))  # (world, T, chunk)
+            return stacked.permute(1, 0, 2).reshape(t.shape[0], -1)[:, :total]
         parts = [torch.empty_like(padded) for _ in range(self.world)]
         self._run("all_gather", lambda: dist.all_gather(parts, padded))
         return torch.cat(parts, dim=1)[:, :total]
 
     def broadcast(self, obj: object) -> object:
-        """rank 0's obj on every rank (others pass None)."""
-        box = [obj]
-        self._run("broadcast", lambda: dist.broadcast_object_list(box, src=0))
-        return box[0]
+        """rank 0's obj on every rank (others pass None). One collective when its pickle fits MESSAGE_BYTES (a
+        decode step's announcement does), two otherwise; broadcast_object_list always takes two."""
+        head = torch.zeros(MESSAGE_BYTES, dtype=torch.uint8)
+        data = pickle.dumps(obj) if self.leader else b""
+        if self.leader:
+            head[:8] = torch.tensor([len(data)], dtype=torch.int64).view(torch.uint8)
+            first = data[: MESSAGE_BYTES - 8]
+            head[8 : 8 + len(first)] = torch.frombuffer(bytearray(first), dtype=torch.uint8)
+        self._run("broadcast", lambda: dist.broadcast(head, src=0))
+        n = int(head[:8].view(torch.int64))
+        if n > MESSAGE_BYTES - 8:
+            rest = torch.frombuffer(bytearray(data[MESSAGE_BYTES - 8 :]), dtype=torch.uint8) if self.leader else None
+            tail = rest if rest is not None else torch.empty(n - (MESSAGE_BYTES - 8), dtype=torch.uint8)
+            self._run("broadcast", lambda: dist.broadcast(tail, src=0))
+        else:
+            tail = torch.empty(0, dtype=torch.uint8)
+        if self.leader:
+            return obj
+        return pickle.loads(head[8 : 8 + min(n, MESSAGE_BYTES - 8)].numpy().tobytes() + tail.numpy().tobytes())
 
     def loaded(self) -> None:
         """Waits until every rank has loaded its slices (bounded by LOAD_TIMEOUT_S, not the collective timeout):
         the ranks then start together, so the first step's collectives wait for no one's loading."""
         self._run("barrier after loading", lambda: dist.barrier(group=self.load_group))
 
-    def _run(self, what: str, fn: Callable[[], object]) -> None:
+    def _run(self, what: str, fn: Callable[[], R]) -> R:
         try:
-            fn()
+            return fn()
         except (RuntimeError, ConnectionError) as e:  # DistBackendError is a RuntimeError
             raise CollectiveError(
                 f"rank {self.rank}/{self.world}: {what} failed (another rank died or hung past the "
@@ -96,7 +127,31 @@ def init(world: int, timeout_s: float = DEFAULT_TIMEOUT_S) -> Comm:
     if not dist.is_initialized():
         dist.init_process_group("gloo", timeout=timedelta(seconds=timeout_s))
     slow = dist.new_group(backend="gloo", timeout=timedelta(seconds=LOAD_TIMEOUT_S))
-    return Comm(dist.get_rank(), dist.get_world_size(), timeout_s, slow)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    return Comm(rank, world, timeout_s, slow, _local_group(rank, world, timeout_s))
+
+
+def _local_group(rank: int, world: int, timeout_s: float) -> LocalGroup | None:
+    """The shared-memory group when every rank is on this machine and none set GPTOSS_TP_SHM=0, else None."""
+    wanted = local.supported() and os.environ.get("GPTOSS_TP_SHM", "1") != "0"
+    peers: list[tuple[str, int, bool] | None] = [None] * world
+    dist.all_gather_object(peers, (local.host_id(), os.getpid(), wanted))
+    infos = [p for p in peers if p is not None]
+    if len(infos) != world or not all(w for _, _, w in infos) or len({h for h, _, _ in infos}) != 1:
+        return None
+    box: list[str | None] = [None]
+    if rank == 0:
+        with contextlib.suppress(OSError):  # no room in /dev/shm: every rank stays on gloo
+            box[0] = local.create(world)
+    dist.broadcast_object_list(box, src=0)
+    path = box[0]
+    if path is None:
+        return None
+    group = LocalGroup.open(path, rank, world, timeout_s, [pid for _, pid, _ in infos])
+    dist.barrier()  # every rank has it mapped: the name can go (the memory lives until the last rank exits)
+    if rank == 0:
+        os.unlink(path)
+    return group
 
 
 def close() -> None:
