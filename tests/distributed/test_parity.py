@@ -30,10 +30,16 @@ def single(checkpoints: dict[str, Path]) -> dict[str, dict[str, Any]]:
     return results
 
 
-@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize(("world", "shm"), [(2, "1"), (3, "0")])
 def test_sharded_run_matches_one_process(
-    world: int, checkpoints: dict[str, Path], single: dict[str, dict[str, Any]], tmp_path: Path
+    world: int,
+    shm: str,
+    checkpoints: dict[str, Path],
+    single: dict[str, dict[str, Any]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("GPTOSS_TP_SHM", shm)  # the ranks inherit it: shared-memory collectives on 2, gloo on 3
     out = tmp_path / "results.pt"
     paths = [str(checkpoints[n]) for n in sorted(checkpoints)]
     procs = launch.start(world, ["-m", "tests.distributed.worker", str(out), *paths])
