@@ -37,6 +37,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--warmup-steps", type=int, default=0)
     t.add_argument("--weight-decay", type=float, default=0.0)
     t.add_argument("--grad-accum", type=int, default=1, help="conversations per optimizer step")
+    t.add_argument(
+        "--pack-tokens",
+        type=int,
+        default=0,
+        help="run a step's conversations packed into forward passes of up to N tokens (0: one at a time)",
+    )
     t.add_argument("--max-grad-norm", type=float, default=1.0, help="clip the gradient norm (0 = off)")
     t.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations: less memory")
     t.add_argument("--dtype", choices=sorted(DTYPES), default="bf16", help="base model weights (adapters are fp32)")
@@ -61,6 +67,8 @@ def job(args: argparse.Namespace) -> Any:
     for name in ("rank", "grad_accum", "epochs"):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.pack_tokens < 0:
+        raise UserError(f"--pack-tokens must be 0 (off) or positive, got {args.pack_tokens}")
     if args.sparse_vocab and not args.full:
         raise UserError("--sparse-vocab needs --full (LoRA leaves the vocabulary rows as they are)")
     if not 0.0 <= args.eval_fraction < 1.0:
@@ -71,7 +79,7 @@ def job(args: argparse.Namespace) -> Any:
         lr=args.lr, epochs=args.epochs, max_steps=args.max_steps, warmup_steps=args.warmup_steps,
         weight_decay=args.weight_decay, grad_accum=args.grad_accum, max_grad_norm=args.max_grad_norm,
         checkpointing=args.gradient_checkpointing, eval_every=args.eval_every, save_every=args.save_every,
-        seed=args.seed,
+        seed=args.seed, pack_tokens=args.pack_tokens,
     )  # fmt: skip
     dtype = torch.float32 if args.full else getattr(torch, DTYPES[args.dtype])
     return Job(

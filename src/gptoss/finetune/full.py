@@ -57,12 +57,19 @@ class FullParams:
     def moe_experts(
         self, layer: int, x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, m: MoEWeights, limit: float
     ) -> torch.Tensor:
-        out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
-        for e in torch.unique(idx).tolist():
-            tok, slot = (idx == e).nonzero(as_tuple=True)
-            h = swiglu(x[tok].float() @ self.w1[layer][e].T + m.mlp1_bias[e], limit)  # (n, I)
-            o = h @ self.w2[layer][e].T + m.mlp2_bias[e]  # (n, H)
-            out = out.index_add(0, tok, o * w[tok, slot].unsqueeze(1))
+        # Grouped: the (token, slot) pairs sorted by expert, one host sync for the group sizes, one index_add.
+        flat = idx.reshape(-1)
+        order = flat.argsort(stable=True)
+        counts = torch.bincount(flat, minlength=len(self.w1[layer])).tolist()
+        tok = order // idx.shape[1]
+        groups = x[tok].float().split(counts)
+        outs = [
+            swiglu(g @ self.w1[layer][e].T + m.mlp1_bias[e], limit) @ self.w2[layer][e].T + m.mlp2_bias[e]
+            for e, g in enumerate(groups)
+            if counts[e]
+        ]  # each (n_e, H)
+        o = torch.cat(outs) * w.reshape(-1)[order].unsqueeze(1)
+        out = torch.zeros(x.shape, dtype=torch.float32, device=x.device).index_add(0, tok, o)
         return out.to(x.dtype)
 
     def packed_weights(self, report: QuantError) -> Weights:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from gptoss.finetune.data import Example
-from gptoss.finetune.objective import differentiable_ops, loss_sum
+from gptoss.finetune.objective import differentiable_ops, loss_sum, loss_sum_packed
 from gptoss.finetune.vocab import SparseVocab
 from gptoss.model import Transformer
 
@@ -34,6 +34,7 @@ class TrainConfig:
     warmup_steps: int = 0
     weight_decay: float = 0.0
     grad_accum: int = 1
+    pack_tokens: int = 0  # > 0: a step's conversations go through the model packed, up to this many tokens a pass
     max_grad_norm: float = 1.0  # 0 = no clipping
     checkpointing: bool = False  # recompute each block's activations in the backward pass
     eval_every: int = 0  # steps; 0 = only at the end (when there is an eval split)
@@ -73,6 +74,23 @@ def batch_for(step: int, cfg: TrainConfig, n: int) -> list[int]:
     return out
 
 
+def packs(examples: Sequence[Example], pack_tokens: int) -> list[list[Example]]:
+    """The forward passes of a step: each conversation alone (pack_tokens 0), or consecutive conversations
+    grouped while their tokens fit in pack_tokens (a longer one goes alone)."""
+    if pack_tokens <= 0:
+        return [[e] for e in examples]
+    out: list[list[Example]] = []
+    size = 0
+    for e in examples:
+        if out and size + len(e.tokens) <= pack_tokens:
+            out[-1].append(e)
+            size += len(e.tokens)
+        else:
+            out.append([e])
+            size = len(e.tokens)
+    return out
+
+
 @dataclass
 class StepResult:
     loss: float
@@ -107,8 +125,8 @@ class Trainer:
             g["lr"] = lr
         total_loss = 0.0
         with differentiable_ops():
-            for e in examples:
-                loss, _ = loss_sum(self.tr, e.tokens, e.mask, self.cfg.checkpointing, self.vocab)
+            for group in packs(examples, self.cfg.pack_tokens):
+                loss, _ = self._loss(group, self.cfg.checkpointing)
                 (loss / n).backward()
                 total_loss += loss.item()
         norm = self._clip()
@@ -129,10 +147,15 @@ class Trainer:
         self._mode(False)
         total, n = 0.0, 0
         with differentiable_ops():
-            for e in examples:
-                loss, k = loss_sum(self.tr, e.tokens, e.mask, vocab=self.vocab)
+            for group in packs(examples, self.cfg.pack_tokens):
+                loss, k = self._loss(group, False)
                 total, n = total + loss.item(), n + k
         return total / max(1, n)
+
+    def _loss(self, group: Sequence[Example], checkpointing: bool) -> tuple[torch.Tensor, int]:
+        if len(group) == 1 and not self.cfg.pack_tokens:
+            return loss_sum(self.tr, group[0].tokens, group[0].mask, checkpointing, self.vocab)
+        return loss_sum_packed(self.tr, group, checkpointing, self.vocab)
 
     def _mode(self, training: bool) -> None:
         for m in self.modules:
