@@ -42,7 +42,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """The options `serve` and `chat` share."""
     p.add_argument("--model", metavar="DIR|ORG/NAME[@REV]",
                    help="checkpoint folder, or a Hugging Face model name (from the local cache, else downloaded); "
-                   "without it a tiny random checkpoint is used")  # fmt: skip
+                   "without it the built-in demo model; 'tiny-random': a tiny random one (tests)")  # fmt: skip
     p.add_argument("--context", type=int, default=None, help="context limit in tokens (default: the model's)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
     p.add_argument("--lora", type=Path, default=None, metavar="DIR", help="PEFT LoRA adapter to run on the model")
@@ -154,13 +154,17 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+TINY_RANDOM = "tiny-random"
+
+
 def resolve_checkpoint(model: str | None, console: Console) -> Path:
     """--model, checked now (a bad path fails before anything starts): a folder, a Hugging Face name (the cache,
-    else a download), or without it the tiny random checkpoint."""
-    from gptoss.engine.loader import ensure_tiny_random
+    else a download), `tiny-random`, or without it the built-in demo model (gptoss.demo.shipped)."""
     from gptoss.hub import is_hub_name, resolve
     from gptoss.weights import open_checkpoint
 
+    if model == TINY_RANDOM:
+        return tiny_random(console, "--model tiny-random")
     if model is not None and is_hub_name(model):
         console.print(f"[dim]{model}: looking in the Hugging Face cache (then the hub)[/]", highlight=False)
         path = resolve(model)  # CheckpointError (a ValueError: exit 2 with its message) saying what to run
@@ -169,10 +173,33 @@ def resolve_checkpoint(model: str | None, console: Console) -> Path:
     if model is not None:
         open_checkpoint(model)  # CheckpointError for a bad folder
         return Path(model)
+    return demo(console)
+
+
+def demo(console: Console) -> Path:
+    from gptoss.demo import shipped
+
+    if not shipped.available():
+        return tiny_random(console, "No --model given")
+    path, expanded = shipped.ensure_demo()
+    state = "unpacked it now" if expanded else "unpacked earlier"
+    console.print(
+        f"[bold]No --model given: using the built-in demo model at {path} ({state}).[/] It is a tiny GPT-OSS "
+        "(about 2M parameters) trained on synthetic tasks only: arithmetic with the python tool (start with "
+        "--python), calling your functions, extracting fields as JSON, greetings. It knows nothing else. Pass "
+        "--model DIR for a real gpt-oss checkpoint.",
+        highlight=False,
+    )
+    return path
+
+
+def tiny_random(console: Console, why: str) -> Path:
+    from gptoss.engine.loader import ensure_tiny_random
+
     path, created = ensure_tiny_random()
     state = "created it now" if created else "created earlier"
     console.print(
-        f"[bold yellow]No --model given: using a tiny RANDOM checkpoint at {path} ({state}). Its weights are "
+        f"[bold yellow]{why}: using a tiny RANDOM checkpoint at {path} ({state}). Its weights are "
         "random, so its output is noise. Pass --model DIR to use a real gpt-oss checkpoint.[/]"
     )
     return path
