@@ -1,0 +1,190 @@
+"""The demo model measured through a running `gptoss serve` (started with `--python`): held-out prompts sent as
+Responses requests, the way a client sends them, with the server's grammar and the real sandboxed python tool.
+
+- arithmetic: `code_interpreter` offered; the server runs the model's `print(...)` in the sandbox and feeds the
+  output back; correct = the call's code is the expression and the answer holds the value;
+- function calling: the declared function tools; correct = the right function with the right arguments, then
+  (the result sent back as `function_call_output` on `previous_response_id`) the answer that uses it;
+- extraction: instructions + `text.format` json_schema; schema-valid and field-exact are counted apart;
+- chat: greetings and "I don't know"; correct = the expected reply.
+Every response must be `completed` (its turns closed with `<|call|>` / `<|return|>`); the analysis length (tokens
+of the reasoning items) is collected per effort.
+
+    python -m gptoss.demo.serve_eval URL [--per-family N] [--seed S] [--workers W]   (last line: one JSON object)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+import httpx
+import jsonschema
+
+from gptoss.demo.data import Sample, generate
+from gptoss.demo.evaluate import EVAL_SEED
+from gptoss.harmony import load_harmony_encoding
+from gptoss.server.conversation import BuiltinCall, FunctionCall, FunctionOutput, Text
+
+TIMEOUT = 300.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    family: str
+    effort: str
+    completed: bool  # every response of the exchange had status "completed"
+    correct: bool
+    analysis_tokens: int
+    schema_valid: bool | None = None  # extraction only
+
+
+class Server(Protocol):
+    def respond(self, body: dict[str, Any]) -> dict[str, Any]: ...  # POST /v1/responses -> the response object
+
+    def tokens(self, text: str) -> int: ...
+
+
+class Client:
+    """The real server over HTTP."""
+
+    def __init__(self, url: str, model: str | None = None) -> None:
+        self.http = httpx.Client(base_url=url.rstrip("/") + "/v1", timeout=TIMEOUT)
+        self.model = model or self.http.get("/models").json()["data"][0]["id"]
+        self.encoding = load_harmony_encoding("HarmonyGptOss")
+
+    def respond(self, body: dict[str, Any]) -> dict[str, Any]:
+        r = self.http.post("/responses", json={"model": self.model, "max_output_tokens": 512, **body})
+        if r.status_code != 200:
+            raise RuntimeError(f"POST /v1/responses answered {r.status_code}: {r.text}")
+        out: dict[str, Any] = r.json()
+        return out
+
+    def tokens(self, text: str) -> int:
+        return len(self.encoding.encode(text, allowed_special=set()))
+
+
+def request(s: Sample) -> dict[str, Any]:
+    """The Responses request a client sends for the sample's prompt."""
+    t = s.task
+    body: dict[str, Any] = {"input": user_text(s), "reasoning": {"effort": s.effort.value.lower()}}
+    tools: list[dict[str, Any]] = [
+        {"type": "function", "name": f.name, "description": f.description, "parameters": f.parameters} for f in t.tools
+    ]
+    if t.python:
+        tools.append({"type": "code_interpreter", "container": {"type": "auto"}})
+    if tools:
+        body["tools"] = tools
+    if t.instructions is not None:
+        body["instructions"] = t.instructions
+    if t.response_format is not None:
+        fmt = t.response_format
+        body["text"] = {"format": {"type": "json_schema", "name": fmt.name, "schema": fmt.schema, "strict": True}}
+    return body
+
+
+def user_text(s: Sample) -> str:
+    return "".join(i.text for i in s.task.prompt if isinstance(i, Text))
+
+
+def items(r: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [o for o in r.get("output", []) if o.get("type") == kind]
+
+
+def answer(r: dict[str, Any]) -> str:
+    msgs = items(r, "message")
+    parts = msgs[-1].get("content", []) if msgs else []
+    return "".join(p.get("text", "") for p in parts if p.get("type") == "output_text")
+
+
+def reasoning_text(r: dict[str, Any]) -> str:
+    return " ".join(c.get("text", "") for o in items(r, "reasoning") for c in o.get("content") or [])
+
+
+def evaluate_sample(client: Server, s: Sample) -> Outcome:
+    t = s.task
+    first = client.respond(request(s))
+    completed = first.get("status") == "completed"
+    analysis = client.tokens(reasoning_text(first))
+    effort = s.effort.value.lower()
+    call = next((i for i in t.turn if isinstance(i, BuiltinCall | FunctionCall)), None)
+    if isinstance(call, BuiltinCall):  # the server ran the python tool inside this one response
+        code = [o.get("code", "") for o in items(first, "code_interpreter_call")]
+        ok = code == [call.arguments] and str(t.expected["value"]) in answer(first)
+        return Outcome(t.family, effort, completed, completed and ok, analysis)
+    if isinstance(call, FunctionCall):
+        calls = items(first, "function_call")
+        if not (completed and len(calls) == 1 and calls[0].get("name") == call.name):
+            return Outcome(t.family, effort, completed, False, analysis)
+        try:
+            args_ok = json.loads(calls[0].get("arguments", "")) == json.loads(call.arguments)
+        except json.JSONDecodeError:
+            args_ok = False
+        reply = next(i for i in t.turn if isinstance(i, FunctionOutput))
+        second = client.respond(
+            {
+                "previous_response_id": first["id"],
+                "input": [{"type": "function_call_output", "call_id": calls[0]["call_id"], "output": reply.output}],
+                "tools": request(s)["tools"],
+                "reasoning": {"effort": effort},
+            }
+        )
+        completed = second.get("status") == "completed"
+        ok = args_ok and completed and answer(second).strip() == t.expected["answer"]
+        return Outcome(t.family, effort, completed, ok, analysis)
+    text = answer(first)
+    if t.family == "extraction":
+        assert t.response_format is not None
+        try:
+            value = json.loads(text)
+            jsonschema.validate(value, t.response_format.schema)
+            valid = True
+        except (json.JSONDecodeError, jsonschema.ValidationError):
+            value, valid = None, False
+        return Outcome(t.family, effort, completed, completed and value == t.expected["fields"], analysis, valid)
+    return Outcome(t.family, effort, completed, completed and text.strip() == t.expected["answer"], analysis)
+
+
+def summarize(outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    table: dict[str, Any] = {}
+    for family in sorted({o.family for o in outcomes}):
+        mine = [o for o in outcomes if o.family == family]
+        row: dict[str, Any] = {"n": len(mine), "correct": sum(o.correct for o in mine) / len(mine)}
+        row["completed"] = sum(o.completed for o in mine) / len(mine)
+        if family == "extraction":
+            row["schema_valid"] = sum(bool(o.schema_valid) for o in mine) / len(mine)
+        table[family] = row
+    for effort in ("low", "medium", "high"):
+        lengths = [o.analysis_tokens for o in outcomes if o.effort == effort]
+        table[f"median_analysis_{effort}"] = statistics.median(lengths) if lengths else None
+    return table
+
+
+def run(url: str, per_family: int, seed: int = EVAL_SEED, workers: int = 4) -> tuple[list[Outcome], dict[str, Any]]:
+    client = Client(url)
+    samples = generate(4 * per_family, seed)
+    with ThreadPoolExecutor(workers) as pool:
+        outcomes = list(pool.map(lambda s: evaluate_sample(client, s), samples))
+    return outcomes, summarize(outcomes)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m gptoss.demo.serve_eval", description=__doc__)
+    parser.add_argument("url", help="the server, e.g. http://127.0.0.1:8000 (started with --python)")
+    parser.add_argument("--per-family", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=EVAL_SEED)
+    parser.add_argument("--workers", type=int, default=4, help="requests in flight")
+    args = parser.parse_args(argv)
+    outcomes, table = run(args.url, args.per_family, args.seed, args.workers)
+    for o in outcomes:
+        print(json.dumps(asdict(o)))
+    print(json.dumps(table))
+
+
+if __name__ == "__main__":
+    main()
