@@ -13,6 +13,8 @@ import dataclasses
 import time
 from pathlib import Path
 
+import torch
+
 from gptoss.cli.__main__ import main as gptoss_main
 from gptoss.demo import data, recipe
 from gptoss.random_checkpoint import write_random_checkpoint
@@ -28,6 +30,9 @@ def main() -> None:
     data.write_jsonl(data.generate(recipe.DATA_COUNT, recipe.DATA_SEED), work / "data.jsonl")
     if not (work / "init" / "config.json").exists():
         write_random_checkpoint(work / "init", recipe.DEMO_CONFIG, "hf", seed=recipe.INIT_SEED)
+        recipe.tie_initial_unembedding(work / "init")
+    # One thread: on a shared 2-core machine two torch threads spin on each other (measured 12x the CPU per step).
+    torch.set_num_threads(1)
     train = dataclasses.replace(recipe.TRAIN, max_steps=args.max_steps)
     argv = recipe.finetune_argv(str(work / "init"), str(work / "data.jsonl"), str(work / "out"), train)
     print("gptoss " + " ".join(argv), flush=True)

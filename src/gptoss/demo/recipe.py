@@ -8,6 +8,10 @@ tokens the data never uses stay zero: `--sparse-vocab`).
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from gptoss.config import PRESETS, ModelConfig
 from gptoss.finetune.train import TrainConfig
@@ -26,8 +30,33 @@ DEMO_CONFIG: ModelConfig = dataclasses.replace(
 )
 INIT_SEED = 0
 DATA_SEED = 0  # the eval draws held-out prompts with other seeds
-DATA_COUNT = 4000
-TRAIN = TrainConfig(lr=3e-3, max_steps=3000, warmup_steps=50, grad_accum=1, max_grad_norm=1.0, save_every=100, seed=0)
+DATA_COUNT = 6000
+PACK_TOKENS = 8192  # a step's 16 conversations (~4,000 tokens) go through the model in one packed pass
+TRAIN = TrainConfig(
+    lr=3e-3,
+    max_steps=500,
+    warmup_steps=20,
+    grad_accum=16,
+    max_grad_norm=1.0,
+    save_every=50,
+    seed=0,
+    pack_tokens=PACK_TOKENS,
+)
+
+
+def tie_initial_unembedding(checkpoint: Path) -> None:
+    """Starts the unembedding as a scaled copy of the embedding (they stay two separately trained matrices, as in
+    gpt-oss). A token's own logit is then high wherever its embedding is carried forward, which is what the tasks
+    need (numbers, names and cities copied into calls and answers): otherwise each number token must learn its own
+    input-to-output match from the few conversations it appears in."""
+    path = checkpoint / "model.safetensors"
+    tensors = load_file(path)
+    emb, head = tensors["model.embed_tokens.weight"], tensors["lm_head.weight"]
+    scale = head.float().std() / emb.float().std()
+    tensors["lm_head.weight"] = (emb.float() * scale).to(head.dtype)
+    with safe_open(path, "pt") as f:
+        metadata = f.metadata()
+    save_file(tensors, path, metadata)
 
 
 def finetune_argv(model: str, data: str, out: str, train: TrainConfig = TRAIN) -> list[str]:
@@ -37,4 +66,5 @@ def finetune_argv(model: str, data: str, out: str, train: TrainConfig = TRAIN) -
         "--lr", str(train.lr), "--max-steps", str(train.max_steps), "--warmup-steps", str(train.warmup_steps),
         "--grad-accum", str(train.grad_accum), "--max-grad-norm", str(train.max_grad_norm),
         "--save-every", str(train.save_every), "--seed", str(train.seed), "--max-length", "1024",
+        "--pack-tokens", str(train.pack_tokens),
     ]  # fmt: skip
