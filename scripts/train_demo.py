@@ -17,7 +17,6 @@ import torch
 
 from gptoss.cli.__main__ import main as gptoss_main
 from gptoss.demo import data, recipe
-from gptoss.random_checkpoint import write_random_checkpoint
 
 
 def main() -> None:
@@ -29,8 +28,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     data.write_jsonl(data.generate(recipe.DATA_COUNT, recipe.DATA_SEED), work / "data.jsonl")
     if not (work / "init" / "config.json").exists():
-        write_random_checkpoint(work / "init", recipe.DEMO_CONFIG, "hf", seed=recipe.INIT_SEED)
-        recipe.tie_initial_unembedding(work / "init")
+        recipe.write_initial_checkpoint(work / "init")
     # One thread: on a shared 2-core machine two torch threads spin on each other (measured 12x the CPU per step).
     torch.set_num_threads(1)
     train = dataclasses.replace(recipe.TRAIN, max_steps=args.max_steps)

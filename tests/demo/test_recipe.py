@@ -14,7 +14,6 @@ import torch
 from gptoss.cli.__main__ import main
 from gptoss.config import ModelConfig
 from gptoss.demo import data, recipe
-from gptoss.random_checkpoint import write_random_checkpoint
 
 CURVE = Path(__file__).with_name("recipe_curve.json")
 
@@ -30,7 +29,7 @@ def test_demo_shape_is_gpt_oss_at_toy_scale() -> None:
 def test_first_steps_match_the_logged_curve(tmp_path: Path) -> None:
     logged = json.loads(CURVE.read_text())["first_losses"]
     data.write_jsonl(data.generate(recipe.DATA_COUNT, recipe.DATA_SEED), tmp_path / "data.jsonl")
-    write_random_checkpoint(tmp_path / "init", recipe.DEMO_CONFIG, "hf", seed=recipe.INIT_SEED)
+    recipe.write_initial_checkpoint(tmp_path / "init")
     train = dataclasses.replace(recipe.TRAIN, max_steps=len(logged), save_every=0)
     argv = recipe.finetune_argv(str(tmp_path / "init"), str(tmp_path / "data.jsonl"), str(tmp_path / "out"), train)
     threads = torch.get_num_threads()

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from gptoss.config import PRESETS, ModelConfig
 from gptoss.finetune.train import TrainConfig
+from gptoss.random_checkpoint import write_random_checkpoint
 
 DEMO_CONFIG: ModelConfig = dataclasses.replace(
     PRESETS["tiny"],
@@ -42,6 +43,13 @@ TRAIN = TrainConfig(
     seed=0,
     pack_tokens=PACK_TOKENS,
 )
+
+
+def write_initial_checkpoint(folder: Path) -> Path:
+    """The recipe's random start (seeded), with the unembedding tied to the embedding at initialisation."""
+    write_random_checkpoint(folder, DEMO_CONFIG, "hf", seed=INIT_SEED)
+    tie_initial_unembedding(folder)
+    return folder
 
 
 def tie_initial_unembedding(checkpoint: Path) -> None:
