@@ -1,10 +1,11 @@
 """Full-training speed of the demo model's shape (gptoss.demo.recipe): one conversation per forward pass vs the
 step's conversations packed (`--pack-tokens`), trained tokens/s and process CPU seconds per step.
 
-    python -m benchmarks.bench_demo_train [--conversations 16] [--steps 3] [--pack-tokens 8192]
+    python -m benchmarks.bench_demo_train [--conversations 16] [--steps 3] [--pack-tokens 8192] [--threads 1]
 
 Same conversations (the demo data generator, seed 0), same optimizer; the machine's load average is printed beside
-the numbers (wall-clock is noisy on a shared machine; CPU time less so). Last line: one JSON object.
+the numbers (wall-clock is noisy on a shared machine; CPU time less so). One torch thread by default, as
+scripts/train_demo.py trains. Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from gptoss.finetune.full import FullParams
 from gptoss.finetune.train import Trainer
 from gptoss.finetune.vocab import SparseVocab
 from gptoss.harmony import load_harmony_encoding
-from gptoss.random_checkpoint import write_random_checkpoint
 from gptoss.runtime import load
 
 
@@ -58,22 +58,25 @@ def main() -> None:
     p.add_argument("--conversations", type=int, default=16)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--pack-tokens", type=int, default=8192)
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
     args = p.parse_args()
+    torch.set_num_threads(args.threads)
     batch = examples(args.conversations)
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = write_random_checkpoint(Path(tmp) / "demo", recipe.DEMO_CONFIG, "hf", seed=recipe.INIT_SEED)
+        ckpt = recipe.write_initial_checkpoint(Path(tmp) / "demo")
         single = measure(ckpt, batch, args.steps, 0)
         packed = measure(ckpt, batch, args.steps, args.pack_tokens)
     speedup = packed["trained_tokens_per_s"] / single["trained_tokens_per_s"]
     load_avg = os.getloadavg()[0]
     table = [
-        ("cpu", f"{cpu_model()} ({os.cpu_count()} threads, load average {load_avg:.1f})"),
+        ("cpu", f"{cpu_model()} ({os.cpu_count()} cores, {args.threads} torch threads, load average {load_avg:.1f})"),
         ("step", f"{args.conversations} conversations, {sum(len(e.tokens) for e in batch)} tokens"),
         ("one per pass", f"{single['trained_tokens_per_s']:.0f} trained tok/s, {single['cpu_s_per_step']:.2f} cpu s"),
         ("packed", f"{packed['trained_tokens_per_s']:.0f} trained tok/s, {packed['cpu_s_per_step']:.2f} cpu s"),
         ("speed-up", f"{speedup:.1f}x"),
     ]
-    emit(table, {"single": single, "packed": packed, "speedup": speedup, "load_average": load_avg})
+    result = {"single": single, "packed": packed, "speedup": speedup, "threads": args.threads, "load_average": load_avg}
+    emit(table, result)
 
 
 if __name__ == "__main__":
