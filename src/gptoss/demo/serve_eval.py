@@ -8,7 +8,7 @@ Responses requests, the way a client sends them, with the server's grammar and t
 - extraction: instructions + `text.format` json_schema; schema-valid and field-exact are counted apart;
 - chat: greetings and "I don't know"; correct = the expected reply.
 Every response must be `completed` (its turns closed with `<|call|>` / `<|return|>`); the analysis length (tokens
-of the reasoning items) is collected per effort.
+of the reasoning items) is collected per effort. Decoding is greedy (`temperature` 0).
 
     python -m gptoss.demo.serve_eval URL [--per-family N] [--seed S] [--workers W]   (last line: one JSON object)
 """
@@ -59,7 +59,8 @@ class Client:
         self.encoding = load_harmony_encoding("HarmonyGptOss")
 
     def respond(self, body: dict[str, Any]) -> dict[str, Any]:
-        r = self.http.post("/responses", json={"model": self.model, "max_output_tokens": 512, **body})
+        body = {"model": self.model, "max_output_tokens": 512, "temperature": 0.0, **body}  # greedy, as evaluate.py
+        r = self.http.post("/responses", json=body)
         if r.status_code != 200:
             raise RuntimeError(f"POST /v1/responses answered {r.status_code}: {r.text}")
         out: dict[str, Any] = r.json()
