@@ -20,10 +20,10 @@ SOURCES = [
     str(SRC / f)
     for f in (
         "module.c", "moe.c", "dense.c", "attention.c", "norm.c", "pool.c",
-        "kernels_scalar.c", "kernels_avx2.c", "kernels_avx512.c", "amx.c",
+        "kernels_scalar.c", "kernels_avx2.c", "kernels_avx512.c", "amx.c", "dequant.c",
     )
 ]  # fmt: skip
-HEADERS = ("moe.h", "dense.h", "attention.h", "norm.h", "bf16.h", "avx2.h", "avx512.h", "pool.h")
+HEADERS = ("moe.h", "dense.h", "dequant.h", "attention.h", "norm.h", "bf16.h", "avx2.h", "avx512.h", "pool.h")
 
 
 def _say(msg: str) -> None:

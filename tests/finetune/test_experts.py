@@ -9,7 +9,7 @@ import torch
 
 import gptoss
 from gptoss import mxfp4
-from gptoss.finetune.experts import lora_moe_experts
+from gptoss.finetune.experts import lora_moe_experts, swiglu_backward
 from gptoss.finetune.lora import LoraAdapter, LoraConfig, expert_delta
 from gptoss.finetune.objective import differentiable_ops, loss_sum
 from gptoss.model import MoEWeights
@@ -71,6 +71,37 @@ def test_gradients_equal_autograd_on_dequantized_weights(T: int) -> None:
     for a, b in zip(got, want, strict=True):
         assert a.abs().max() > 0
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("T", [1, 13])
+def test_frozen_experts_gradients_equal_autograd(T: int) -> None:
+    """No adapted expert: the written-out backward (frozen_backward) against autograd on the dequantized weights."""
+    E, H, I, k = 6, 64, 32, 2
+    g = torch.Generator().manual_seed(10 + T)
+    m = random_moe(E, H, I, g)
+    x = torch.randn(T, H, generator=g).requires_grad_()
+    logits = torch.randn(T, E, generator=g).requires_grad_()
+    idx = torch.topk(logits, k, dim=-1).indices
+    zeros = [torch.zeros(shape) for shape in ((E, H), (2 * I, E), (E, I), (H, E))]
+    upstream = torch.randn(T, H, generator=g)
+    w = torch.softmax(logits.gather(1, idx), dim=-1)
+    got = torch.autograd.grad(lora_moe_experts(x, idx, w, m, None, None, 1.0, 3.0), [x, logits], upstream)
+    w = torch.softmax(logits.gather(1, idx), dim=-1)
+    want = torch.autograd.grad(dense_reference(x, idx, w, m, zeros, 1.0), [x, logits], upstream)
+    for a, b in zip(got, want, strict=True):
+        assert a.abs().max() > 0
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_swiglu_backward_equals_autograd_at_and_past_the_clamps() -> None:
+    limit = 2.0
+    g = torch.Generator().manual_seed(0)
+    pre = torch.randn(5, 40, generator=g) * 3
+    pre[0, :8] = torch.tensor([limit, limit, -limit, -limit, limit + 1e-3, -limit - 1e-3, 0.0, limit])
+    dh = torch.randn(5, 20, generator=g)
+    leaf = pre.clone().requires_grad_()
+    (want,) = torch.autograd.grad(reference.swiglu(leaf, limit), leaf, dh)
+    torch.testing.assert_close(swiglu_backward(pre, dh, limit), want, rtol=1e-6, atol=1e-7)
 
 
 def test_zero_update_equals_the_reference_op() -> None:

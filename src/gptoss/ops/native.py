@@ -349,6 +349,22 @@ def attention(
     return out.to(q.dtype)
 
 
+def mxfp4_to_bf16(blocks: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """mxfp4.dequantize(blocks, scales) in bf16 (exact: every MXFP4 value is a bf16), in one pass over the bytes.
+    blocks (..., G, 16) uint8, scales (..., G) uint8 -> (..., G * 32) bf16."""
+    ext = _require()
+    if blocks.dtype != torch.uint8 or scales.dtype != torch.uint8 or blocks.shape[-1:] != (16,):
+        raise ValueError(f"mxfp4_to_bf16: expected uint8 blocks (..., G, 16) and scales (..., G), got "
+                         f"{blocks.dtype} {tuple(blocks.shape)} and {scales.dtype} {tuple(scales.shape)}")  # fmt: skip
+    if blocks.shape[:-1] != scales.shape:
+        raise ValueError(f"mxfp4_to_bf16: blocks {tuple(blocks.shape)} do not match scales {tuple(scales.shape)}")
+    b, s = blocks.contiguous(), scales.contiguous()
+    out = torch.empty(*scales.shape[:-1], scales.shape[-1] * 32, dtype=torch.bfloat16)
+    ext.mxfp4_to_bf16(b.data_ptr(), s.data_ptr(), out.data_ptr(), s.numel(), int(_isa() >= ISA_AVX512),
+                      torch.get_num_threads())  # fmt: skip
+    return out
+
+
 def rms_norm(x: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:  # (..., H) in x.dtype
     ext = _require()
     H = x.shape[-1] if x.dim() else 0

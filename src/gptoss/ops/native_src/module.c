@@ -6,6 +6,7 @@
 
 #include "attention.h"
 #include "dense.h"
+#include "dequant.h"
 #include "moe.h"
 #include "norm.h"
 #include "pool.h"
@@ -155,6 +156,25 @@ static PyObject *py_rope(PyObject *self, PyObject *args) {
     return raise_rc(rc);
 }
 
+static PyObject *py_mxfp4_to_bf16(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long blocks, scales, out;
+    long long N;
+    int isa, nthreads;
+    if (!PyArg_ParseTuple(args, "KKKLii", &blocks, &scales, &out, &N, &isa, &nthreads)) return NULL;
+    gptoss_dequant_args a = {
+        .blocks = (const uint8_t *)(uintptr_t)blocks,
+        .scales = (const uint8_t *)(uintptr_t)scales,
+        .out = (uint16_t *)(uintptr_t)out,
+        .N = N, .isa = isa, .nthreads = nthreads,
+    };
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = gptoss_mxfp4_to_bf16(&a);
+    Py_END_ALLOW_THREADS
+    return raise_rc(rc);
+}
+
 static PyObject *py_cpu_has_avx2(PyObject *self, PyObject *noargs) {
     (void)self, (void)noargs;
     return PyBool_FromLong(gptoss_cpu_has_avx2());
@@ -186,6 +206,7 @@ static PyMethodDef methods[] = {
     {"attention", py_attention, METH_VARARGS, "attention(pointers..., sizes..., flags...) -> None; see ops/native.py"},
     {"rms_norm", py_rms_norm, METH_VARARGS, "rms_norm(pointers..., sizes..., flags...) -> None; see ops/native.py"},
     {"rope", py_rope, METH_VARARGS, "rope(pointers..., sizes..., flags...) -> None; see ops/native.py"},
+    {"mxfp4_to_bf16", py_mxfp4_to_bf16, METH_VARARGS, "mxfp4_to_bf16(blocks, scales, out, N, isa, nthreads) -> None"},
     {"cpu_has_avx2", py_cpu_has_avx2, METH_NOARGS, "True when the CPU has AVX2 and FMA and the AVX2 kernels are built"},
     {"cpu_has_avx512", py_cpu_has_avx512, METH_NOARGS, "True when the CPU has AVX-512 F/BW/VL/DQ (and AVX2+FMA)"},
     {"cpu_has_amx", py_cpu_has_amx, METH_NOARGS, "True when the CPU has AVX-512 and AMX-BF16 and the OS granted the tile state"},
