@@ -1,4 +1,4 @@
-"""Tensor + expert parallel overhead on one machine: 1 process with T threads vs T ranks (gloo) of 1 thread each.
+"""Tensor + expert parallel overhead on one machine: 1 process with T threads vs T ranks of 1 thread each.
 
     python -m benchmarks.bench_distributed [--preset small|20b|120b] [--world 2] [--prompt-tokens 128]
         [--decode-tokens 32]
@@ -8,8 +8,8 @@ ranks are started as torchrun would (RANK, WORLD_SIZE, MASTER_ADDR/PORT on 127.0
 from the kernel's accounting of each child (wait4's ru_maxrss), expert bytes per rank from the shard plan. On one
 machine the ranks share the cores, so this measures overhead, not speed-up: the target is that `world` ranks keep
 >= 85% of the throughput of one process with `world` threads, each rank holding 1/world of the experts.
-The ranks run twice: over gloo (the default), then with the forward pass's collectives over shared memory
-(GPTOSS_TP_SHM=1). `small` is a custom shape whose experts dominate (2 layers, 16 experts of 6.4 MiB):
+The ranks run twice: as they run by default (the forward pass's collectives over shared memory), then over gloo
+alone (GPTOSS_TP_SHM=0). `small` is a custom shape whose experts dominate (2 layers, 16 experts of 6.4 MiB):
 cheap to write and run.
 """
 
@@ -53,7 +53,7 @@ def free_port() -> int:
 
 
 def run_ranks(
-    model: Path, world: int, threads: int, args: argparse.Namespace, shm: bool = False
+    model: Path, world: int, threads: int, args: argparse.Namespace, shm: bool = True
 ) -> tuple[dict[str, Any], list[float]]:
     """`gptoss bench` on `world` ranks (world 1: no --tp) -> (rank 0's JSON, peak RSS GB of each rank)."""
     argv = [sys.executable, "-m", "gptoss", "bench", "--model", str(model), "--json", "--threads", str(threads),
@@ -97,10 +97,10 @@ def main() -> None:
     model = small_checkpoint() if args.preset == "small" else random_checkpoint(args.preset)
     one, one_rss = run_ranks(model, 1, args.world, args)
     tp, tp_rss = run_ranks(model, args.world, 1, args)
-    shm, _ = run_ranks(model, args.world, 1, args, shm=True)
+    gloo, _ = run_ranks(model, args.world, 1, args, shm=False)
     experts = expert_bytes(model, args.world)
     ratio = {k: round(tp[k] / one[k], 3) for k in ("prefill_tok_s", "decode_tok_s")}
-    ratio_shm = {k: round(shm[k] / one[k], 3) for k in ("prefill_tok_s", "decode_tok_s")}
+    ratio_gloo = {k: round(gloo[k] / one[k], 3) for k in ("prefill_tok_s", "decode_tok_s")}
     table = [
         ("machine", f"{cpu_model()}, {os.cpu_count()} CPUs"),
         ("checkpoint", f"{args.preset} ({model})"),
@@ -114,9 +114,9 @@ def main() -> None:
         ),
         ("ranks / one process", f"prefill {ratio['prefill_tok_s']}, decode {ratio['decode_tok_s']} (target >= 0.85)"),
         (
-            f"{args.world} ranks, GPTOSS_TP_SHM=1",
-            f"prefill {shm['prefill_tok_s']} tok/s, decode {shm['decode_tok_s']} tok/s "
-            f"(ratios {ratio_shm['prefill_tok_s']}, {ratio_shm['decode_tok_s']})",
+            f"{args.world} ranks, GPTOSS_TP_SHM=0 (gloo)",
+            f"prefill {gloo['prefill_tok_s']} tok/s, decode {gloo['decode_tok_s']} tok/s "
+            f"(ratios {ratio_gloo['prefill_tok_s']}, {ratio_gloo['decode_tok_s']})",
         ),
         ("expert bytes per rank", f"{[round(b / 1e9, 3) for b in experts]} GB of {round(sum(experts) / 1e9, 3)}"),
     ]
@@ -124,7 +124,7 @@ def main() -> None:
         "preset": args.preset, "world": args.world, "prompt_tokens": args.prompt_tokens,
         "decode_tokens": args.decode_tokens, "one_process": {**one, "peak_rss_gb": one_rss[0]},
         "ranks": {**tp, "peak_rss_gb_per_rank": tp_rss}, "ratio": ratio,
-        "ranks_shm": shm, "ratio_shm": ratio_shm, "expert_bytes_per_rank": experts,
+        "ranks_gloo": gloo, "ratio_gloo": ratio_gloo, "expert_bytes_per_rank": experts,
     })  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""The process group: torchrun's environment in, collectives out (gloo, on CPU; with GPTOSS_TP_SHM=1 the forward
+"""The process group: torchrun's environment in, collectives out (gloo, on CPU; unless GPTOSS_TP_SHM=0 the forward
 pass's all-reduces and all-gathers go through shared memory when every rank is on this machine, see local.py).
 
 Every collective is bounded by the group's timeout, so a rank that dies or hangs makes the others fail with a
@@ -132,8 +132,8 @@ def init(world: int, timeout_s: float = DEFAULT_TIMEOUT_S) -> Comm:
 
 
 def _local_group(rank: int, world: int, timeout_s: float) -> LocalGroup | None:
-    """The shared-memory group when every rank set GPTOSS_TP_SHM=1 and is on this machine, else None (gloo)."""
-    wanted = local.supported() and os.environ.get("GPTOSS_TP_SHM", "0") == "1"
+    """The shared-memory group when every rank is on this machine and none set GPTOSS_TP_SHM=0, else None (gloo)."""
+    wanted = local.supported() and os.environ.get("GPTOSS_TP_SHM", "1") != "0"
     peers: list[tuple[str, int, bool] | None] = [None] * world
     dist.all_gather_object(peers, (local.host_id(), os.getpid(), wanted))
     infos = [p for p in peers if p is not None]

@@ -12,9 +12,10 @@ late rank of CPU on a busy machine). Past the collective timeout, or as soon as 
 Only on x86-64, whose stores become visible to other cores in program order (the slot before the number);
 elsewhere, across machines, or for tensors larger than a slot, the caller uses gloo.
 
-Opt-in (GPTOSS_TP_SHM=1): on this shared, loaded 2-core machine it lost to gloo on 20b-shaped layers (ranks got a
-third of the CPU share while computing, with the same CPU time; the cause was not found), though it won on small
-layers and in a bare ping-pong. See the issue 16 note.
+On by default where it applies (GPTOSS_TP_SHM=0: gloo only). On a quiet 2-core Sapphire Rapids, 2 ranks decoding the
+20b shape kept 0.93 of one process's speed with it against 0.72 over gloo; on the same machine loaded by other
+processes (load average 10-14) it measured slower than gloo (ranks got a third of the CPU share while computing; the
+cause was not found): set GPTOSS_TP_SHM=0 on an oversubscribed machine. See the issue 16 note.
 """
 
 from __future__ import annotations
