@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,7 @@ class Completion:
     end_at: float
     prompt_tokens: int
     cached_tokens: int
+    token_times: list[float] = field(default_factory=list)  # arrival of each token (gptoss only)
 
 
 async def sse_lines(client: httpx.AsyncClient, path: str, body: dict[str, object]) -> AsyncIterator[dict[str, Any]]:
@@ -116,16 +117,19 @@ async def gptoss_complete(client: httpx.AsyncClient, prompt: list[int], max_toke
     start = time.perf_counter()
     first: float | None = None
     ids: list[int] = []
+    times: list[float] = []
     usage: dict[str, Any] = {}
     async for chunk in sse_lines(client, "/v1/completions", body):
         if chunk.get("choices"):
-            ids += chunk["choices"][0].get("token_ids", [])
+            new = chunk["choices"][0].get("token_ids", [])
+            ids += new
+            times += [time.perf_counter()] * len(new)
             first = first or (time.perf_counter() if ids else None)
         usage = chunk.get("usage") or usage
     end = time.perf_counter()
     first = first or end
     cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
-    return Completion(ids, first - start, first, end, usage.get("prompt_tokens", len(prompt)), cached)
+    return Completion(ids, first - start, first, end, usage.get("prompt_tokens", len(prompt)), cached, times)
 
 
 async def llama_complete(client: httpx.AsyncClient, prompt: list[int], max_tokens: int, slot: int) -> Completion:
@@ -147,12 +151,14 @@ Complete = Callable[[httpx.AsyncClient, list[int], int, int], Awaitable[Completi
 
 
 async def decode_rate(url: str, streams: int, tokens: int) -> float:
-    """Aggregate tokens/s while all streams decode: tokens after each stream's first, over the common span."""
+    """Aggregate tokens/s while all streams decode: the tokens that arrive after the last stream's first token and
+    until the first stream ends, over that window (the other streams' prompt prefills are left out)."""
     async with httpx.AsyncClient(base_url=url, timeout=3600) as client:
         prompts = [ENC.encode(f"stream {i}: " + " ".join(WORDS), allowed_special="all") for i in range(streams)]
         done = await asyncio.gather(*(gptoss_complete(client, p, tokens, i) for i, p in enumerate(prompts)))
-    span = max(c.end_at for c in done) - min(c.first_at for c in done)
-    return sum(len(c.token_ids) - 1 for c in done) / span if span > 0 else 0.0
+    lo, hi = max(c.first_at for c in done), min(c.end_at for c in done)
+    inside = sum(sum(1 for t in c.token_times if lo < t <= hi) for c in done)
+    return inside / (hi - lo) if hi > lo else 0.0
 
 
 async def cold_prefill_rate(url: str, complete: Complete, tokens: int) -> float:
