@@ -30,7 +30,6 @@
 /* Smallest scale byte a chunk may have: weights >= 2^(64-128). With activation blocks >= 2^-40 (moe.c), products
  * of the large elements stay far above fp32's subnormal range (2^-126), so the flushing changes nothing there. */
 #define AMX_MIN_SCALE 64
-#define PREFETCH_AHEAD 4096
 
 static int amx_permitted(void) {
 #if defined(__linux__) && defined(SYS_arch_prctl)
@@ -57,25 +56,6 @@ typedef struct {
     uint16_t colsb[16];
     uint8_t rows[16];
 } tile_config;
-
-/* Rows x 32 blocks -> bf16 [nrows][K], natural order: dword q of a block = (bf16(even), bf16(odd)). The decoded fp32
- * values have at most 3 significant bits, so keeping their top 16 bits is exact. */
-static TGTAMX void decode_rows_bf16(const uint8_t *blocks, const uint8_t *scales, int G, int nrows, uint32_t *wd) {
-    const __m512 lut = _mm512_setr_ps(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
-    const __m512i nib = _mm512_set1_epi32(15), top = _mm512_set1_epi32((int)0xFFFF0000u);
-    for (size_t rg = 0; rg < (size_t)nrows * (size_t)G; rg++) {
-        /* The weights come from DRAM, read once per call: without this the loads stall (~1/3 of the time). */
-        if ((rg & 3) == 0) _mm_prefetch((const char *)(blocks + rg * 16 + PREFETCH_AHEAD), _MM_HINT_T0);
-        const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(blocks + rg * 16)));
-        const __m512 s = _mm512_set1_ps(gptoss_scale_table[scales[rg]]);
-        const __m512 ev = _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_and_si512(v, nib), lut), s);
-        const __m512 od = _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut), s);
-        /* (ev >> 16) | (od & 0xFFFF0000) */
-        const __m512i pair = _mm512_ternarylogic_epi32(_mm512_srli_epi32(_mm512_castps_si512(ev), 16),
-                                                       _mm512_castps_si512(od), top, 0xF8);
-        _mm512_storeu_si512((void *)(wd + rg * 16), pair);
-    }
-}
 
 /* Where token j's row r goes in gemm's result layout (panels of [nrows][wp], moe.h). */
 static inline size_t result_index(int npad, int nrows, int j) {
@@ -125,7 +105,7 @@ static TGTAMX void gemm_amx(const uint8_t *blocks, const uint8_t *scales, int G,
         gptoss_kernels_avx2.gemm(blocks, scales, G, nrows, xp, npad, c, wd);
         return;
     }
-    decode_rows_bf16(blocks, scales, G, nrows, (uint32_t *)wd);
+    gptoss_mxfp4_groups_bf16_avx512(blocks, scales, (size_t)nrows * (size_t)G, (uint32_t *)wd);
     tile_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;

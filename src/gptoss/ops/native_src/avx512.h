@@ -27,6 +27,8 @@ void gptoss_gemv_q8_vnni(const uint8_t *blocks, const uint8_t *scales, int G, in
                          float *y);
 /* amx.c: dense bf16 rows for 1..16 bf16 tokens with AMX tiles (under the amx flavour only); see there. */
 void gptoss_dense_rows_amx(const uint16_t *w, size_t K, const uint16_t *xb, int T, int nr, float *out);
+/* MXFP4 -> bf16 for n groups of 32 values (dequant.c): dword i of a group = bf16(2i) | bf16(2i + 1) << 16. */
+void gptoss_mxfp4_groups_bf16_avx512(const uint8_t *blocks, const uint8_t *scales, size_t n, uint32_t *out);
 /* The fp32 GEMM both flavours share with AVX2 (a forwarder: the AVX2 table is not a constant expression). */
 void gptoss_gemm_f32_avx512(const uint8_t *blocks, const uint8_t *scales, int G, int nrows, const float *xp, int npad,
                             float *c, float *wd);
