@@ -43,6 +43,7 @@ from benchmarks import llama_server
 from benchmarks.common import CACHE, cpu_model, emit, random_checkpoint
 from benchmarks.llamacpp import gguf_path
 from gptoss.engine.loader import ensure_tiny_random
+from gptoss.engine.scheduler import common_prefix
 from gptoss.harmony import (
     Author,
     Conversation,
@@ -190,15 +191,6 @@ def prefix_messages(prefix_tokens: int) -> list[Message]:
 
 def render(messages: list[Message]) -> list[int]:
     return ENC.render_conversation_for_completion(Conversation.from_messages(messages), Role.ASSISTANT)
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 @dataclass

@@ -19,7 +19,7 @@ request is accepted).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
 from gptoss.engine.blocks import BlockPool, Layout, SeqBlocks, prompt_keys
@@ -193,7 +193,7 @@ class Scheduler:
         keys = s.keys(bs)
         best, end = None, reusable
         for a, computed in ahead:
-            shared = common_blocks(keys, a.keys(bs)) * bs
+            shared = common_prefix(keys, a.keys(bs)) * bs
             if shared > max(computed, end):
                 best, end = a, shared
         if best is None:
@@ -214,8 +214,8 @@ class Scheduler:
         s.blocks.advance(self.pool, s.tokens, s.computed)
 
 
-def common_blocks(a: Sequence[bytes], b: Sequence[bytes]) -> int:
-    """How many leading block keys two chains share (equal keys mean equal prefixes)."""
+def common_prefix(a: Sequence[Hashable], b: Sequence[Hashable]) -> int:
+    """How many leading items two sequences share (of two block-key chains: how many blocks of prefix)."""
     n = 0
     for x, y in zip(a, b, strict=False):
         if x != y:
