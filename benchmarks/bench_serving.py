@@ -12,7 +12,8 @@ then the same agent trace against llama.cpp's own server, one engine at a time.
     re-rendered with the answered turn's analysis dropped, as harmony does, so the prompt leaves the previous one
     where that turn's output began). Per turn: time to first token, prompt tokens, cached tokens (from usage),
     tokens after the divergence from the conversation's previous prompt; the total wall time; and each tool-loop
-    turn's time to first token over a cold prefill of its prompt (estimated from a cold prefill measured first).
+    turn's time to first token over a cold prefill of its prompt length (estimated from cold prefills measured
+    first at --cold-tokens lengths, fitted as a + b*L + c*L^2 since attention grows with the prefix).
 (c) The same trace against llama-server (`-np` = conversations, each conversation pinned to its slot with
     `id_slot`, prompt caching on, weight repacking off as in benchmarks/llamacpp.py, same random weights as a GGUF
     from `python -m benchmarks.llamacpp prepare`), its processed vs cached prompt tokens from `timings`; and the
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import torch
 
 from benchmarks import llama_server
 from benchmarks.common import CACHE, cpu_model, emit, random_checkpoint
@@ -162,13 +164,39 @@ async def decode_rate(url: str, streams: int, tokens: int) -> float:
     return inside / (hi - lo) if hi > lo else 0.0
 
 
-async def cold_prefill_rate(url: str, complete: Complete, tokens: int) -> float:
-    """Seconds per prompt token of a cold prefill: a prompt nothing else shares, one output token."""
-    rng = random.Random(99)
-    prompt = ENC.encode("cold " + words(rng, tokens - 1), allowed_special="all")
+async def cold_prefill(url: str, complete: Complete, tokens: int) -> float:
+    """Seconds to the first token of a cold prefill of `tokens` tokens: a prompt nothing else shares (its own
+    leading word and word sequence per length), one output token."""
+    rng = random.Random(99 + tokens)
+    prompt = ENC.encode(f"cold{tokens} " + words(rng, tokens - 1), allowed_special="all")
     async with httpx.AsyncClient(base_url=url, timeout=3600) as client:
         got = await complete(client, prompt, 1, 0)
-    return got.ttft / len(prompt)
+    return got.ttft
+
+
+@dataclass(frozen=True)
+class ColdFit:
+    """A cold prefill's time as a + b*L + c*L^2 seconds (the L^2 term: attention over a growing prefix), fitted
+    through cold prefills measured at a few lengths; `seconds(L)` estimates a cold prefill of any prompt length."""
+
+    points: tuple[tuple[int, float], ...]  # (prompt tokens, seconds to first token), measured
+
+    def coefficients(self) -> tuple[float, float, float]:
+        lengths = [float(n) for n, _ in self.points]
+        if len(set(lengths)) < 2:
+            raise ValueError(f"a cold-prefill fit needs at least two different lengths, got {lengths}")
+        x = torch.tensor([[1.0, n, n * n] for n in lengths], dtype=torch.float64)
+        y = torch.tensor([[t] for _, t in self.points], dtype=torch.float64)
+        if len(set(lengths)) == 2:  # no constant term: through the origin, linear + quadratic
+            x = x[:, 1:]
+            b, c = torch.linalg.lstsq(x, y).solution.flatten().tolist()
+            return 0.0, b, c
+        a, b, c = torch.linalg.lstsq(x, y).solution.flatten().tolist()
+        return a, b, c
+
+    def seconds(self, tokens: int) -> float:
+        a, b, c = self.coefficients()
+        return a + b * tokens + c * tokens * tokens
 
 
 def words(rng: random.Random, n_tokens: int) -> str:
@@ -275,13 +303,13 @@ class TraceRun:
     engine: str
     turns: list[Turn]
     wall_s: float
-    cold_s_per_token: float
+    cold: ColdFit
     cut_short: bool  # the time limit stopped it: wall_s is a lower bound
 
     def summary(self) -> dict[str, object]:
         later = [t for t in self.turns if t.turn > 0]
         within = sum(t.prompt_tokens - t.cached_tokens <= t.after_divergence + 64 for t in later)
-        tool = [t.ttft_s / (t.prompt_tokens * self.cold_s_per_token) for t in self.turns if t.kind == "tool"]
+        tool = [t.ttft_s / self.cold.seconds(t.prompt_tokens) for t in self.turns if t.kind == "tool"]
         firsts = [t for t in self.turns if t.turn == 0]
         return {
             "wall_s": round(self.wall_s, 2),
@@ -291,7 +319,7 @@ class TraceRun:
             "first_turns_prefilled": [t.prompt_tokens - t.cached_tokens for t in firsts],
             "later_turns_within_one_block": within,
             "later_turns": len(later),
-            "cold_prefill_s_per_token": round(self.cold_s_per_token, 5),
+            "cold_prefill_s": {str(n): round(t, 3) for n, t in self.cold.points},
             "tool_ttft_over_cold": [round(r, 3) for r in tool],
             "turns": [asdict(t) for t in self.turns],
         }  # fmt: skip
@@ -307,7 +335,7 @@ class TraceRun:
 
 
 def run_trace(engine: str, url: str, complete: Complete, args: argparse.Namespace, limit: float | None) -> TraceRun:
-    cold = asyncio.run(cold_prefill_rate(url, complete, args.cold_tokens))
+    cold = ColdFit(tuple((n, asyncio.run(cold_prefill(url, complete, n))) for n in args.cold_tokens))
     turns, wall, cut = asyncio.run(agent_trace(url, complete, args, limit))
     return TraceRun(engine, turns, wall, cold, cut)
 
@@ -354,7 +382,12 @@ def main() -> None:
     p.add_argument("--turns", type=int, default=8)
     p.add_argument("--prefix-tokens", type=int, default=1500)
     p.add_argument("--output-tokens", type=int, default=32, help="tokens generated per trace turn")
-    p.add_argument("--cold-tokens", type=int, default=512, help="prompt of the cold-prefill measurement")
+    p.add_argument(
+        "--cold-tokens",
+        type=lambda v: [int(n) for n in v.split(",")],
+        default=[512, 3072],
+        help="prompt lengths of the cold-prefill measurements (comma list, at least two)",
+    )
     p.add_argument("--serve-args", default="", help="extra `gptoss serve` options, e.g. '--kv-cache-gb 4'")
     p.add_argument("--skip-llama", action="store_true", help="run gptoss alone (no llama-server half)")
     p.add_argument("--llama-server", type=Path, default=llama_server.default_server())
@@ -374,6 +407,8 @@ def main() -> None:
         help="seconds after which llama-server's trace stops (wall: a lower bound)",
     )
     args = p.parse_args()
+    if len(set(args.cold_tokens)) < 2:
+        p.error(f"--cold-tokens needs at least two different lengths (the fit is quadratic), got {args.cold_tokens}")
     if not args.skip_llama:
         args.gguf = args.gguf or gguf_path(args.preset)
         if not args.llama_wait or not args.gguf.is_file():  # fail before loading anything; a binary may be building

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import httpx
-from benchmarks.bench_serving import Completion, llama_complete
+import pytest
+from benchmarks.bench_serving import ColdFit, Completion, llama_complete
 
 from benchmarks import llama_server
 
@@ -48,3 +49,20 @@ def test_a_completion_stream_gives_tokens_and_processed_vs_cached() -> None:
     got = asyncio.run(main())
     assert (got.token_ids, got.prompt_tokens, got.cached_tokens) == ([5, 6], 198, 128)
     assert seen[0]["id_slot"] == 3 and seen[0]["cache_prompt"] is True and seen[0]["prompt"] == list(range(198))
+
+
+def test_the_cold_prefill_fit_recovers_a_quadratic_cost() -> None:
+    cost = lambda n: 2e-3 * n + 1e-6 * n * n  # noqa: E731
+    two = ColdFit(((512, cost(512)), (3072, cost(3072))))
+    assert two.seconds(2000) == pytest.approx(cost(2000), rel=1e-9)
+    three = ColdFit(((256, 0.5 + cost(256)), (1024, 0.5 + cost(1024)), (3072, 0.5 + cost(3072))))
+    assert three.seconds(2000) == pytest.approx(0.5 + cost(2000), rel=1e-9)
+    assert three.coefficients()[0] == pytest.approx(0.5, rel=1e-6)
+
+
+def test_the_cold_prefill_fit_needs_two_lengths() -> None:
+    with pytest.raises(ValueError, match="at least two different lengths, got \\[512.0, 512.0\\]"):
+        ColdFit(((512, 1.0), (512, 1.1))).seconds(1000)
+    cmd = [sys.executable, "-m", "benchmarks.bench_serving", "--skip-llama", "--cold-tokens", "512"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--cold-tokens needs at least two different lengths" in r.stderr
