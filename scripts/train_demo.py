@@ -1,9 +1,10 @@
-"""Trains the demo model from scratch: synthetic data, a random initial checkpoint of the demo shape, then
-`gptoss finetune --full --sparse-vocab` with the recipe's settings. Run it under `nice -n 19` on a shared machine.
+"""Trains the demo model from scratch: a random initial checkpoint of the demo shape, then the recipe's phases,
+each one `gptoss finetune --full --sparse-vocab` on its synthetic data, starting where the previous one ended.
 
-    python scripts/train_demo.py WORKDIR [--max-steps N]
+    python scripts/train_demo.py WORKDIR [--max-steps N]   (N caps every phase's steps, for trying it out)
 
-WORKDIR gets data.jsonl, init/ (the random start) and out/ (the trained checkpoint and metrics.jsonl).
+WORKDIR gets init/ (the random start), and per phase <name>.jsonl and <name>/ (checkpoints, metrics.jsonl); the
+last phase's folder is the trained model.
 """
 
 from __future__ import annotations
@@ -16,28 +17,34 @@ from pathlib import Path
 import torch
 
 from gptoss.cli.__main__ import main as gptoss_main
-from gptoss.demo import data, recipe
+from gptoss.demo import recipe
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("workdir", type=Path)
-    parser.add_argument("--max-steps", type=int, default=recipe.TRAIN.max_steps)
+    parser.add_argument("--max-steps", type=int, default=None)
     args = parser.parse_args()
     work: Path = args.workdir
     work.mkdir(parents=True, exist_ok=True)
-    data.write_jsonl(data.generate(recipe.DATA_COUNT, recipe.DATA_SEED), work / "data.jsonl")
     if not (work / "init" / "config.json").exists():
         recipe.write_initial_checkpoint(work / "init")
     # One thread: on a shared 2-core machine two torch threads spin on each other (measured 12x the CPU per step).
     torch.set_num_threads(1)
-    train = dataclasses.replace(recipe.TRAIN, max_steps=args.max_steps)
-    argv = recipe.finetune_argv(str(work / "init"), str(work / "data.jsonl"), str(work / "out"), train)
-    print("gptoss " + " ".join(argv), flush=True)
-    t0 = time.perf_counter()
-    code = gptoss_main([*argv, "--quiet"])
-    print(f"training took {time.perf_counter() - t0:.0f} s", flush=True)
-    raise SystemExit(code)
+    start, t0 = work / "init", time.perf_counter()
+    for i, phase in enumerate(recipe.PHASES):
+        lines = recipe.phase_lines(phase)
+        (work / f"{phase.name}.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        train = phase.train if args.max_steps is None else dataclasses.replace(phase.train, max_steps=args.max_steps)
+        out = work / phase.name
+        argv = recipe.finetune_argv(str(start), str(work / f"{phase.name}.jsonl"), str(out), train)
+        print("gptoss " + " ".join(argv), flush=True)
+        code = gptoss_main([*argv, "--quiet"])
+        print(f"phase {phase.name}: {time.perf_counter() - t0:.0f} s since the start", flush=True)
+        if code:
+            raise SystemExit(code)
+        if i + 1 < len(recipe.PHASES):
+            start = recipe.carry_vocabulary_rows(out, work / "init", work / f"{phase.name}-carried")
 
 
 if __name__ == "__main__":

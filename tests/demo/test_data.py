@@ -17,7 +17,7 @@ def encoding():
 
 @pytest.fixture(scope="module")
 def samples():
-    return data.generate(80, seed=3)
+    return data.generate(100, seed=3)
 
 
 def test_same_seed_same_conversations_other_seed_others():
@@ -28,7 +28,7 @@ def test_same_seed_same_conversations_other_seed_others():
 
 def test_every_family_present_in_equal_share(samples):
     counts = Counter(s.task.family for s in samples)
-    assert counts == {"arithmetic": 20, "function": 20, "extraction": 20, "chat": 20}
+    assert counts == {"arithmetic": 20, "function": 20, "extraction": 20, "chat": 20, "echo": 20}
 
 
 def test_every_conversation_renders_and_round_trips_through_the_parser(samples, encoding):

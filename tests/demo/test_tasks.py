@@ -50,3 +50,12 @@ def test_chat_answers_without_tools():
         t = tasks.chat(random.Random(seed))
         assert [type(i) for i in t.turn] == [Text]
         assert t.turn[0].text.startswith(("Hello!", "I don't know."))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_echo_answer_is_the_users_words_in_order(seed):
+    t = tasks.echo(random.Random(seed))
+    (final,) = t.turn
+    assert isinstance(final, Text) and final.text == t.expected["answer"]
+    assert t.prompt[0].text.endswith(" " + final.text)
+    assert 2 <= len(final.text.split()) <= 7

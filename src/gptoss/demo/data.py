@@ -19,9 +19,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gptoss.demo.tasks import FAMILIES, Task
+from gptoss.demo.tasks import ECHO_WORDS, FAMILIES, Task
 from gptoss.finetune.data import training_conversation
-from gptoss.harmony import Conversation, ReasoningEffort, ToolNamespaceConfig
+from gptoss.harmony import Conversation, Message, ReasoningEffort, Role, ToolNamespaceConfig
 from gptoss.server.conversation import Item, PromptSpec, Reasoning
 
 THOUGHTS_BY_EFFORT = {ReasoningEffort.LOW: 1, ReasoningEffort.MEDIUM: 3, ReasoningEffort.HIGH: 6}
@@ -76,6 +76,20 @@ def generate(count: int, seed: int, families: Sequence[str] | None = None) -> li
         raise ValueError(f"count must be at least 1, got {count}")
     rng = random.Random(seed)
     return [sample(rng, chosen[i % len(chosen)]) for i in range(count)]
+
+
+DRILL_NUMBERS = tuple(str(n) for n in range(2, 100))
+
+
+def copy_drill(rng: random.Random, shortest: int = 8, longest: int = 30) -> Conversation:
+    """A bare user turn asking to repeat 8-30 numbers and words, and the final answer repeating them: nearly every
+    trained token is a copy, which is what makes a tiny model learn to copy at all (recipe.py). No system prompt:
+    the drill is for learning, the tasks carry the server's real prompts."""
+    count = rng.randint(shortest, longest)
+    items = [rng.choice(DRILL_NUMBERS) if rng.random() < 0.5 else rng.choice(ECHO_WORDS) for _ in range(count)]
+    said = " ".join(items)
+    user = Message.from_role_and_content(Role.USER, rng.choice(("Echo: ", "Repeat after me: ", "Say ")) + said)
+    return Conversation.from_messages([user, Message.from_role_and_content(Role.ASSISTANT, said).with_channel("final")])
 
 
 def jsonl_lines(samples: Sequence[Sample]) -> Iterator[str]:

@@ -249,9 +249,32 @@ def chat(rng: random.Random) -> Task:
     )
 
 
+ECHO_WORDS = (*CITIES, *NAMES, *DAYS, *CURRENCIES, *CONDITIONS)
+
+
+def echo(rng: random.Random) -> Task:
+    """Repeat the user's words: every answer token is a copy of one the user typed, in a random order the model
+    cannot guess. This is what teaches a tiny model to copy at all; the other families need it for their numbers,
+    names and cities."""
+    count = rng.randint(2, 7)
+    words = [str(rng.randint(2, 999)) if rng.random() < 0.5 else rng.choice(ECHO_WORDS) for _ in range(count)]
+    said = " ".join(words)
+    user = rng.choice(("Repeat after me: {w}", "Say {w}", "Echo: {w}", "Please repeat {w}")).format(w=said)
+    thoughts = (
+        f"The user wants me to repeat: {said}.",
+        "I copy the words exactly, in the same order.",
+        "No tool is needed for this.",
+        "Nothing is added and nothing is left out.",
+        "Numbers stay numbers, names stay as written.",
+        "The answer is the words alone.",
+    )
+    return Task("echo", (Text("user", user),), (Text("assistant", said),), thoughts, {"answer": said})
+
+
 FAMILIES: dict[str, Callable[[random.Random], Task]] = {
     "arithmetic": arithmetic,
     "function": function_calling,
     "extraction": extraction,
     "chat": chat,
+    "echo": echo,
 }
