@@ -1,4 +1,5 @@
 import json
+import random
 import statistics
 from collections import Counter
 
@@ -91,3 +92,14 @@ def test_main_writes_the_file(tmp_path, encoding):
     data.main([str(out), "--count", "5", "--seed", "1"])
     lines = out.read_text().splitlines()
     assert lines == list(data.jsonl_lines(data.generate(5, 1)))
+
+
+def test_the_copy_drill_repeats_the_users_items_without_a_system_prompt():
+    rng = random.Random(4)
+    for _ in range(20):
+        user, answer = data.copy_drill(rng).messages
+        assert user.author.role is Role.USER and answer.author.role is Role.ASSISTANT and answer.channel == "final"
+        said = answer.content[0].text
+        assert user.content[0].text.endswith(" " + said) and 8 <= len(said.split()) <= 30
+    a = [data.copy_drill(random.Random(9)).to_json() for _ in range(2)]
+    assert a[0] == a[1]

@@ -40,7 +40,7 @@ def test_a_perfect_generator_scores_everything(encoding):
     assert all(o.correct and o.closed for o in outcomes)
     table = summarize(outcomes)
     assert {k: v["correct"] for k, v in table.items() if isinstance(v, dict)} == {
-        "arithmetic": 1.0, "chat": 1.0, "extraction": 1.0, "function": 1.0,
+        "arithmetic": 1.0, "chat": 1.0, "echo": 1.0, "extraction": 1.0, "function": 1.0,
     }  # fmt: skip
     assert table["median_analysis_low"] < table["median_analysis_medium"] < table["median_analysis_high"]
 

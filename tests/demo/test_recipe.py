@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from gptoss.cli.__main__ import main
 from gptoss.config import ModelConfig
-from gptoss.demo import data, recipe
+from gptoss.demo import recipe
+from gptoss.random_checkpoint import write_random_checkpoint
 
 CURVE = Path(__file__).with_name("recipe_curve.json")
 
@@ -28,7 +30,8 @@ def test_demo_shape_is_gpt_oss_at_toy_scale() -> None:
 @pytest.mark.slow
 def test_first_steps_match_the_logged_curve(tmp_path: Path) -> None:
     logged = json.loads(CURVE.read_text())["first_losses"]
-    data.write_jsonl(data.generate(recipe.DATA_COUNT, recipe.DATA_SEED), tmp_path / "data.jsonl")
+    lines = recipe.phase_lines(recipe.PHASES[0])
+    (tmp_path / "data.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     recipe.write_initial_checkpoint(tmp_path / "init")
     train = dataclasses.replace(recipe.TRAIN, max_steps=len(logged), save_every=0)
     argv = recipe.finetune_argv(str(tmp_path / "init"), str(tmp_path / "data.jsonl"), str(tmp_path / "out"), train)
@@ -43,3 +46,19 @@ def test_first_steps_match_the_logged_curve(tmp_path: Path) -> None:
     assert len(losses) == len(logged)
     for got, want in zip(losses, logged, strict=True):
         assert math.isclose(got, want, rel_tol=1e-4), (losses, logged)
+
+
+def test_the_next_phase_starts_with_the_random_rows_of_tokens_the_last_one_never_used(tmp_path: Path) -> None:
+    start = write_random_checkpoint(tmp_path / "start", recipe.DEMO_CONFIG, "hf", seed=1)
+    trained = write_random_checkpoint(tmp_path / "trained", recipe.DEMO_CONFIG, "hf", seed=2)
+    tensors = load_file(trained / "model.safetensors")
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        tensors[name][100:] = 0  # --sparse-vocab: the phase used tokens 0-99 only
+    save_file(tensors, trained / "model.safetensors", {"format": "pt"})
+    out = recipe.carry_vocabulary_rows(trained, start, tmp_path / "carried")
+    got, initial = load_file(out / "model.safetensors"), load_file(start / "model.safetensors")
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        assert torch.equal(got[name][:100], tensors[name][:100])
+        assert torch.equal(got[name][100:], initial[name][100:])
+    assert torch.equal(got["model.norm.weight"], tensors["model.norm.weight"])
+    assert (out / "config.json").read_text() == (trained / "config.json").read_text()

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gptoss.demo.data import Sample, generate
+from gptoss.demo.tasks import FAMILIES
 from gptoss.harmony import Conversation, HarmonyEncoding, Message, Role, load_harmony_encoding
 from gptoss.harmony.tokenizer import CALL, RETURN
 from gptoss.server.conversation import BuiltinCall, FunctionCall, FunctionOutput, render_prompt, to_message
@@ -123,7 +124,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     encoding = load_harmony_encoding("HarmonyGptOss")
     generate_turn = model_generator(args.checkpoint, args.max_tokens)
-    outcomes = [evaluate_sample(generate_turn, encoding, s) for s in generate(4 * args.per_family, args.seed)]
+    samples = generate(len(FAMILIES) * args.per_family, args.seed)
+    outcomes = [evaluate_sample(generate_turn, encoding, s) for s in samples]
     for o in outcomes:
         print(json.dumps(asdict(o)))
     print(json.dumps(summarize(outcomes)))

@@ -60,7 +60,7 @@ def _train(steps: int, per_step: int) -> TrainConfig:
 
 
 PHASES = (
-    Phase("copy", _train(1500, 32), drill=48000, tasks=0),
+    Phase("copy", _train(1800, 32), drill=57600, tasks=0),
     Phase("tasks", _train(2000, 16), drill=3000, tasks=8000),
 )
 TRAIN = PHASES[0].train  # the first phase: what the determinism test re-runs

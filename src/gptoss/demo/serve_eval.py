@@ -28,6 +28,7 @@ import jsonschema
 
 from gptoss.demo.data import Sample, generate
 from gptoss.demo.evaluate import EVAL_SEED
+from gptoss.demo.tasks import FAMILIES
 from gptoss.harmony import load_harmony_encoding
 from gptoss.server.conversation import BuiltinCall, FunctionCall, FunctionOutput, Text
 
@@ -168,7 +169,7 @@ def summarize(outcomes: Sequence[Outcome]) -> dict[str, Any]:
 
 def run(url: str, per_family: int, seed: int = EVAL_SEED, workers: int = 4) -> tuple[list[Outcome], dict[str, Any]]:
     client = Client(url)
-    samples = generate(4 * per_family, seed)
+    samples = generate(len(FAMILIES) * per_family, seed)
     with ThreadPoolExecutor(workers) as pool:
         outcomes = list(pool.map(lambda s: evaluate_sample(client, s), samples))
     return outcomes, summarize(outcomes)
