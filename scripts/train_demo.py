@@ -4,7 +4,7 @@ each one `gptoss finetune --full --sparse-vocab` on its synthetic data, starting
     python scripts/train_demo.py WORKDIR [--max-steps N]   (N caps every phase's steps, for trying it out)
 
 WORKDIR gets init/ (the random start), and per phase <name>.jsonl and <name>/ (checkpoints, metrics.jsonl); the
-last phase's folder is the trained model.
+last phase's folder is the trained model. Run again, it skips finished phases and resumes an interrupted one.
 """
 
 from __future__ import annotations
@@ -38,11 +38,15 @@ def main() -> None:
         train = phase.train if args.max_steps is None else dataclasses.replace(phase.train, max_steps=args.max_steps)
         out = work / phase.name
         argv = recipe.finetune_argv(str(start), str(work / f"{phase.name}.jsonl"), str(out), train)
-        print("gptoss " + " ".join(argv), flush=True)
-        code = gptoss_main([*argv, "--quiet"])
-        print(f"phase {phase.name}: {time.perf_counter() - t0:.0f} s since the start", flush=True)
-        if code:
-            raise SystemExit(code)
+        if (out / "model.safetensors").exists():
+            print(f"phase {phase.name}: already trained in {out}", flush=True)
+        else:  # an interrupted phase continues from its last checkpoint
+            argv += ["--resume"] if any(out.glob("checkpoint-*")) else []
+            print("gptoss " + " ".join(argv), flush=True)
+            code = gptoss_main([*argv, "--quiet"])
+            print(f"phase {phase.name}: {time.perf_counter() - t0:.0f} s since the start", flush=True)
+            if code:
+                raise SystemExit(code)
         if i + 1 < len(recipe.PHASES):
             start = recipe.carry_vocabulary_rows(out, work / "init", work / f"{phase.name}-carried")
 

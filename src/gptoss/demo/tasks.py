@@ -77,6 +77,12 @@ def arithmetic(rng: random.Random) -> Task:
     return Task("arithmetic", (Text("user", question.format(e=expr)),), turn, thoughts, {"value": value}, python=True)
 
 
+def compact_json(value: Any) -> str:
+    """JSON as the server's grammar writes calls and response formats (harmony/grammar.py: no free whitespace), and
+    as gpt-oss itself writes tool arguments; training on the spaced form left the model fighting the grammar."""
+    return json.dumps(value, separators=(",", ":"))
+
+
 def _schema(props: dict[str, dict[str, Any]], required: list[str]) -> dict[str, Any]:
     return {"type": "object", "properties": props, "required": required}
 
@@ -144,14 +150,14 @@ def function_calling(rng: random.Random) -> Task:
     call_id = f"call_{rng.randint(100000, 999999)}"
     thoughts = (
         f"The user asks something the {name} function answers.",
-        f"I call {name} with {json.dumps(args)}.",
+        f"I call {name} with {compact_json(args)}.",
         "The arguments come straight from the user's words.",
         f"The other declared functions do not fit this request; {name} does.",
         "After the call I answer with the result it returns.",
         "The answer should be one short sentence.",
     )
     turn: tuple[Item, ...] = (
-        FunctionCall(call_id, name, json.dumps(args)),
+        FunctionCall(call_id, name, compact_json(args)),
         FunctionOutput(call_id, json.dumps(result)),
         Text("assistant", answer),
     )
@@ -198,7 +204,7 @@ def extraction(rng: random.Random) -> Task:
         "Nothing outside the schema goes into the answer.",
         "The answer is the JSON object alone.",
     )
-    answer = Text("assistant", json.dumps(fields))
+    answer = Text("assistant", compact_json(fields))
     fmt = ResponseFormat(name, schema)
     instructions = "Extract the requested fields from the user's text."
     return Task(
