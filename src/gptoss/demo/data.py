@@ -81,12 +81,17 @@ def generate(count: int, seed: int, families: Sequence[str] | None = None) -> li
 DRILL_NUMBERS = tuple(str(n) for n in range(2, 100))
 
 
-def copy_drill(rng: random.Random, shortest: int = 8, longest: int = 30) -> Conversation:
+def number(rng: random.Random, largest: int) -> str:
+    """2-99 (one o200k token each), or up to `largest`: several tokens, as python prints products."""
+    return rng.choice(DRILL_NUMBERS) if largest <= 99 else str(rng.randint(2, largest))
+
+
+def copy_drill(rng: random.Random, shortest: int = 8, longest: int = 30, largest: int = 99) -> Conversation:
     """A bare user turn asking to repeat 8-30 numbers and words, and the final answer repeating them: nearly every
     trained token is a copy, which is what makes a tiny model learn to copy at all (recipe.py). No system prompt:
     the drill is for learning, the tasks carry the server's real prompts."""
     count = rng.randint(shortest, longest)
-    items = [rng.choice(DRILL_NUMBERS) if rng.random() < 0.5 else rng.choice(ECHO_WORDS) for _ in range(count)]
+    items = [number(rng, largest) if rng.random() < 0.5 else rng.choice(ECHO_WORDS) for _ in range(count)]
     said = " ".join(items)
     user = Message.from_role_and_content(Role.USER, rng.choice(("Echo: ", "Repeat after me: ", "Say ")) + said)
     return Conversation.from_messages([user, Message.from_role_and_content(Role.ASSISTANT, said).with_channel("final")])

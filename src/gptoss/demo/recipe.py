@@ -50,6 +50,7 @@ class Phase:
     train: TrainConfig
     drill: int  # copy-drill conversations in the phase's data
     tasks: int  # task conversations (the families in turn)
+    drill_largest: int = 99  # the drill's numbers go up to this (past 99 they take several tokens)
 
 
 def _train(steps: int, per_step: int) -> TrainConfig:
@@ -61,7 +62,7 @@ def _train(steps: int, per_step: int) -> TrainConfig:
 
 PHASES = (
     Phase("copy", _train(1800, 32), drill=57600, tasks=0),
-    Phase("tasks", _train(2000, 16), drill=3000, tasks=8000),
+    Phase("tasks", _train(2000, 16), drill=4000, tasks=8000, drill_largest=9999),
 )
 TRAIN = PHASES[0].train  # the first phase: what the determinism test re-runs
 
@@ -93,7 +94,7 @@ def phase_lines(phase: Phase) -> list[str]:
     from gptoss.demo import data  # data imports this module's seeds
 
     rng = random.Random(DATA_SEED)
-    lines = [data.copy_drill(rng).to_json() for _ in range(phase.drill)]
+    lines = [data.copy_drill(rng, largest=phase.drill_largest).to_json() for _ in range(phase.drill)]
     lines += list(data.jsonl_lines(data.generate(phase.tasks, DATA_SEED))) if phase.tasks else []
     random.Random(DATA_SEED + 1).shuffle(lines)
     return lines
