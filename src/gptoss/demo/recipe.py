@@ -1,13 +1,14 @@
-"""The demo model's recipe: its shape, its data and its two `gptoss finetune --full` phases.
+"""The demo model's recipe: its shape, its data and its three `gptoss finetune --full` phases.
 
 The architecture is gpt-oss's own at toy scale: attention sinks, sliding (banded) and full layers alternating,
 MoE with MXFP4 experts (top-2 of 8), YaRN to a 4,096-token context, the full o200k_harmony vocabulary (the rows of
 tokens the data never uses stay zero: `--sparse-vocab`).
 
 Phase "copy" trains on the copy drill alone (data.copy_drill: repeat 8-30 numbers and words), phase "tasks" on the
-task families with some drill mixed in. Without the first phase the model learns every task's template but never
-copies a number or a name from the user's words (0% correct after 1,000 steps): copying needs an induction
-circuit, which forms only when most of the trained tokens reward it.
+task families with some drill mixed in, phase "polish" on the same data again at half the learning rate. Without
+the first phase the model learns every task's template but never copies a number or a name from the user's words
+(0% correct after 1,000 steps): copying needs an induction circuit, which forms only when most of the trained
+tokens reward it.
 """
 
 from __future__ import annotations
@@ -53,9 +54,9 @@ class Phase:
     drill_largest: int = 99  # the drill's numbers go up to this (past 99 they take several tokens)
 
 
-def _train(steps: int, per_step: int) -> TrainConfig:
+def _train(steps: int, per_step: int, lr: float = 2e-3) -> TrainConfig:
     return TrainConfig(
-        lr=2e-3, max_steps=steps, warmup_steps=20, grad_accum=per_step, max_grad_norm=1.0, save_every=250, seed=0,
+        lr=lr, max_steps=steps, warmup_steps=20, grad_accum=per_step, max_grad_norm=1.0, save_every=250, seed=0,
         pack_tokens=PACK_TOKENS,
     )  # fmt: skip
 
@@ -63,6 +64,9 @@ def _train(steps: int, per_step: int) -> TrainConfig:
 PHASES = (
     Phase("copy", _train(1800, 32), drill=57600, tasks=0),
     Phase("tasks", _train(2000, 16), drill=4000, tasks=8000, drill_largest=9999),
+    # the same data again from a fresh warmup at half the rate: the copies of names and multi-token numbers are
+    # still improving when the tasks phase's schedule ends
+    Phase("polish", _train(1500, 16, lr=1e-3), drill=4000, tasks=8000, drill_largest=9999),
 )
 TRAIN = PHASES[0].train  # the first phase: what the determinism test re-runs
 
