@@ -1,4 +1,5 @@
-"""The demo model's synthetic training data: seeded harmony conversations for the four task families.
+"""The demo model's synthetic training data: seeded harmony conversations for the five task families,
+and the copy drill.
 
 Each conversation goes through the server's own request conversion (system message with the reasoning effort and
 date, developer message with instructions, function tools and response format, the python tool's section), so

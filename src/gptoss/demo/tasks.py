@@ -1,4 +1,4 @@
-"""The demo model's four task families, each a seeded function `rng -> Task`.
+"""The demo model's five task families, each a seeded function `rng -> Task`.
 
 A task is a prompt (server items: the user's words, the declared tools, a response format) and the assistant turn
 that answers it (reasoning, a tool call, the tool's reply, the final answer), plus what a correct turn contains
