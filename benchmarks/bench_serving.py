@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import random
 import socket
@@ -181,6 +182,7 @@ class ColdFit:
 
     points: tuple[tuple[int, float], ...]  # (prompt tokens, seconds to first token), measured
 
+    @functools.cached_property
     def coefficients(self) -> tuple[float, float, float]:
         lengths = [float(n) for n, _ in self.points]
         if len(set(lengths)) < 2:
@@ -195,7 +197,7 @@ class ColdFit:
         return a, b, c
 
     def seconds(self, tokens: int) -> float:
-        a, b, c = self.coefficients()
+        a, b, c = self.coefficients  # fitted once, on first use
         return a + b * tokens + c * tokens * tokens
 
 

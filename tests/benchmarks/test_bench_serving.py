@@ -57,7 +57,7 @@ def test_the_cold_prefill_fit_recovers_a_quadratic_cost() -> None:
     assert two.seconds(2000) == pytest.approx(cost(2000), rel=1e-9)
     three = ColdFit(((256, 0.5 + cost(256)), (1024, 0.5 + cost(1024)), (3072, 0.5 + cost(3072))))
     assert three.seconds(2000) == pytest.approx(0.5 + cost(2000), rel=1e-9)
-    assert three.coefficients()[0] == pytest.approx(0.5, rel=1e-6)
+    assert three.coefficients[0] == pytest.approx(0.5, rel=1e-6)
 
 
 def test_the_cold_prefill_fit_needs_two_lengths() -> None:
