@@ -31,24 +31,30 @@ def main() -> None:
         recipe.write_initial_checkpoint(work / "init")
     # One thread: on a shared 2-core machine two torch threads spin on each other (measured 12x the CPU per step).
     torch.set_num_threads(1)
-    start, t0 = work / "init", time.perf_counter()
-    for i, phase in enumerate(recipe.PHASES):
-        lines = recipe.phase_lines(phase)
-        (work / f"{phase.name}.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-        train = phase.train if args.max_steps is None else dataclasses.replace(phase.train, max_steps=args.max_steps)
+    t0 = time.perf_counter()
+    previous: Path | None = None  # the last trained phase
+    for phase in recipe.PHASES:
         out = work / phase.name
-        argv = recipe.finetune_argv(str(start), str(work / f"{phase.name}.jsonl"), str(out), train)
         if (out / "model.safetensors").exists():
             print(f"phase {phase.name}: already trained in {out}", flush=True)
-        else:  # an interrupted phase continues from its last checkpoint
-            argv += ["--resume"] if any(out.glob("checkpoint-*")) else []
-            print("gptoss " + " ".join(argv), flush=True)
-            code = gptoss_main([*argv, "--quiet"])
-            print(f"phase {phase.name}: {time.perf_counter() - t0:.0f} s since the start", flush=True)
-            if code:
-                raise SystemExit(code)
-        if i + 1 < len(recipe.PHASES):
-            start = recipe.carry_vocabulary_rows(out, work / "init", work / f"{phase.name}-carried")
+            previous = out
+            continue
+        start = (
+            work / "init"
+            if previous is None
+            else recipe.carry_vocabulary_rows(previous, work / "init", work / f"{previous.name}-carried")
+        )
+        data = work / f"{phase.name}.jsonl"
+        data.write_text("".join(line + "\n" for line in recipe.phase_lines(phase)), encoding="utf-8")
+        train = phase.train if args.max_steps is None else dataclasses.replace(phase.train, max_steps=args.max_steps)
+        argv = recipe.finetune_argv(str(start), str(data), str(out), train)
+        argv += ["--resume"] if any(out.glob("checkpoint-*")) else []  # an interrupted phase continues
+        print("gptoss " + " ".join(argv), flush=True)
+        code = gptoss_main([*argv, "--quiet"])
+        print(f"phase {phase.name}: {time.perf_counter() - t0:.0f} s since the start", flush=True)
+        if code:
+            raise SystemExit(code)
+        previous = out
 
 
 if __name__ == "__main__":

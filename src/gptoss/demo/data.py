@@ -83,8 +83,8 @@ DRILL_NUMBERS = tuple(str(n) for n in range(2, 100))
 
 
 def number(rng: random.Random, largest: int) -> str:
-    """2-99 (one o200k token each), or up to `largest`: several tokens, as python prints products."""
-    return rng.choice(DRILL_NUMBERS) if largest <= 99 else str(rng.randint(2, largest))
+    """2 to `largest`: up to 99 one o200k token each, past it several tokens, as python prints products."""
+    return rng.choice(DRILL_NUMBERS[: largest - 1]) if largest <= 99 else str(rng.randint(2, largest))
 
 
 def copy_drill(rng: random.Random, shortest: int = 8, longest: int = 30, largest: int = 99) -> Conversation:

@@ -22,6 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from gptoss.config import PRESETS, ModelConfig
+from gptoss.demo import data
 from gptoss.finetune.train import TrainConfig
 from gptoss.random_checkpoint import write_random_checkpoint
 
@@ -95,8 +96,6 @@ def tie_initial_unembedding(checkpoint: Path) -> None:
 
 def phase_lines(phase: Phase) -> list[str]:
     """The phase's training data as JSONL lines: drill and task conversations, shuffled (seeded)."""
-    from gptoss.demo import data  # data imports this module's seeds
-
     rng = random.Random(DATA_SEED)
     lines = [data.copy_drill(rng, largest=phase.drill_largest).to_json() for _ in range(phase.drill)]
     lines += list(data.jsonl_lines(data.generate(phase.tasks, DATA_SEED))) if phase.tasks else []

@@ -260,8 +260,8 @@ ECHO_WORDS = (*CITIES, *NAMES, *DAYS, *CURRENCIES, *CONDITIONS)
 
 def echo(rng: random.Random) -> Task:
     """Repeat the user's words: every answer token is a copy of one the user typed, in a random order the model
-    cannot guess. This is what teaches a tiny model to copy at all; the other families need it for their numbers,
-    names and cities."""
+    cannot guess. With the server's real prompts around it, it links the copy drill (data.copy_drill, which is what
+    makes copying form at all) to the tasks, whose numbers, names and cities are copies too."""
     count = rng.randint(2, 7)
     words = [str(rng.randint(2, 999)) if rng.random() < 0.5 else rng.choice(ECHO_WORDS) for _ in range(count)]
     said = " ".join(words)
