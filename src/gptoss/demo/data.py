@@ -68,7 +68,8 @@ def sample(rng: random.Random, family: str) -> Sample:
 
 
 def generate(count: int, seed: int, families: Sequence[str] | None = None) -> list[Sample]:
-    """`count` samples, the families taken in turn (so each is present in equal share); same seed, same list."""
+    """`count` samples, the families taken in turn (each in equal share; name one twice for twice the share);
+    same seed, same list."""
     chosen = list(families or FAMILIES)
     unknown = [f for f in chosen if f not in FAMILIES]
     if unknown:
@@ -87,12 +88,14 @@ def number(rng: random.Random, largest: int) -> str:
     return rng.choice(DRILL_NUMBERS[: largest - 1]) if largest <= 99 else str(rng.randint(2, largest))
 
 
-def copy_drill(rng: random.Random, shortest: int = 8, longest: int = 30, largest: int = 99) -> Conversation:
+def copy_drill(
+    rng: random.Random, shortest: int = 8, longest: int = 30, largest: int = 99, words: Sequence[str] = ECHO_WORDS
+) -> Conversation:
     """A bare user turn asking to repeat 8-30 numbers and words, and the final answer repeating them: nearly every
     trained token is a copy, which is what makes a tiny model learn to copy at all (recipe.py). No system prompt:
     the drill is for learning, the tasks carry the server's real prompts."""
     count = rng.randint(shortest, longest)
-    items = [number(rng, largest) if rng.random() < 0.5 else rng.choice(ECHO_WORDS) for _ in range(count)]
+    items = [number(rng, largest) if rng.random() < 0.5 else rng.choice(words) for _ in range(count)]
     said = " ".join(items)
     user = Message.from_role_and_content(Role.USER, rng.choice(("Echo: ", "Repeat after me: ", "Say ")) + said)
     return Conversation.from_messages([user, Message.from_role_and_content(Role.ASSISTANT, said).with_channel("final")])

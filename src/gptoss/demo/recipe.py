@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from gptoss.config import PRESETS, ModelConfig
 from gptoss.demo import data
+from gptoss.demo import tasks as tasks_module
 from gptoss.finetune.train import TrainConfig
 from gptoss.random_checkpoint import write_random_checkpoint
 
@@ -53,6 +54,8 @@ class Phase:
     drill: int  # copy-drill conversations in the phase's data
     tasks: int  # task conversations (the families in turn)
     drill_largest: int = 99  # the drill's numbers go up to this (past 99 they take several tokens)
+    drill_words: tuple[str, ...] = tasks_module.ECHO_WORDS  # and its words are drawn from these
+    families: tuple[str, ...] = tuple(tasks_module.FAMILIES)  # taken in turn: a family named twice gets twice the share
 
 
 def _train(steps: int, per_step: int, lr: float = 2e-3) -> TrainConfig:
@@ -62,12 +65,21 @@ def _train(steps: int, per_step: int, lr: float = 2e-3) -> TrainConfig:
     )  # fmt: skip
 
 
+# Function calling gets 3 of 8 shares and arithmetic 2: they copy the most (names, ids, units, amounts, operands),
+# while greetings and extraction were right every time with an equal share (echo is only a copying aid).
+MIX = ("function", "arithmetic", "extraction", "function", "chat", "arithmetic", "function", "echo")
+
+
+def _tasks_phase(name: str, train: TrainConfig) -> Phase:
+    return Phase(name, train, 4000, 12000, drill_largest=9999, drill_words=tasks_module.DRILL_WORDS, families=MIX)
+
+
 PHASES = (
     Phase("copy", _train(1800, 32), drill=57600, tasks=0),
-    Phase("tasks", _train(2000, 16), drill=4000, tasks=8000, drill_largest=9999),
+    _tasks_phase("tasks", _train(2000, 16)),
     # the same data again from a fresh warmup at half the rate: the copies of names and multi-token numbers are
     # still improving when the tasks phase's schedule ends
-    Phase("polish", _train(1500, 16, lr=1e-3), drill=4000, tasks=8000, drill_largest=9999),
+    _tasks_phase("polish", _train(1500, 16, lr=1e-3)),
 )
 TRAIN = PHASES[0].train  # the first phase: what the determinism test re-runs
 
@@ -97,8 +109,9 @@ def tie_initial_unembedding(checkpoint: Path) -> None:
 def phase_lines(phase: Phase) -> list[str]:
     """The phase's training data as JSONL lines: drill and task conversations, shuffled (seeded)."""
     rng = random.Random(DATA_SEED)
-    lines = [data.copy_drill(rng, largest=phase.drill_largest).to_json() for _ in range(phase.drill)]
-    lines += list(data.jsonl_lines(data.generate(phase.tasks, DATA_SEED))) if phase.tasks else []
+    drill = [data.copy_drill(rng, largest=phase.drill_largest, words=phase.drill_words) for _ in range(phase.drill)]
+    lines = [c.to_json() for c in drill]
+    lines += list(data.jsonl_lines(data.generate(phase.tasks, DATA_SEED, phase.families))) if phase.tasks else []
     random.Random(DATA_SEED + 1).shuffle(lines)
     return lines
 

@@ -27,6 +27,7 @@ from gptoss.server.conversation import (
 
 CITIES = ("Paris", "Lisbon", "Tokyo", "Berlin", "Madrid", "Oslo", "Cairo", "Lima", "Boston", "Sydney", "Dublin")
 NAMES = ("Alice", "Bob", "Carla", "David", "Emma", "Felix", "Grace", "Hugo", "Irene", "Jonas", "Laura", "Marco")
+SURNAMES = tuple(f"{n}son" for n in NAMES)  # "Laurason": two or three tokens, unlike the names
 CURRENCIES = ("USD", "EUR", "GBP", "JPY", "CHF", "CAD")
 UNITS: tuple[tuple[str, str, float], ...] = (
     ("kilometers", "miles", 0.621371),
@@ -133,7 +134,7 @@ def _call(rng: random.Random) -> tuple[str, dict[str, Any], str, dict[str, Any],
         args = {"amount": amount, "from_currency": src, "to_currency": dst}
         return kind, args, user, {"amount": out, "currency": dst}, f"{amount} {src} is {out} {dst}."
     if kind == "lookup_contact":
-        name = f"{rng.choice(NAMES)} {rng.choice(NAMES)}son"
+        name = f"{rng.choice(NAMES)} {rng.choice(SURNAMES)}"
         phone = f"555-{rng.randint(1000, 9999)}"
         user = rng.choice(("What is {n}'s phone number?", "Find the number of {n}.")).format(n=name)
         return kind, {"name": name}, user, {"name": name, "phone": phone}, f"{name}'s number is {phone}."
@@ -256,6 +257,7 @@ def chat(rng: random.Random) -> Task:
 
 
 ECHO_WORDS = (*CITIES, *NAMES, *DAYS, *CURRENCIES, *CONDITIONS)
+DRILL_WORDS = (*ECHO_WORDS, *SURNAMES)  # the later phases' drill: also the contacts' multi-token surnames
 
 
 def echo(rng: random.Random) -> Task:
