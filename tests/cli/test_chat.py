@@ -193,9 +193,9 @@ def test_chat_on_the_tiny_random_checkpoint(
 ) -> None:
     monkeypatch.setenv("XDG_DATA_HOME", str(tiny_random_home))
     monkeypatch.setattr("sys.stdin", io.StringIO("hello\n"))
-    assert main(["chat", "--max-tokens", "8", "--seed", "0"]) == 0
+    assert main(["chat", "--model", "tiny-random", "--max-tokens", "8", "--seed", "0"]) == 0
     captured = capsys.readouterr()
-    assert "No --model given: using a tiny RANDOM checkpoint" in " ".join(captured.err.split())
+    assert "--model tiny-random: using a tiny RANDOM checkpoint" in " ".join(captured.err.split())
     assert ">>> " in captured.out
 
 

@@ -4,6 +4,7 @@ Ctrl-C stopping an answer but not the chat, empty lines ignored, old turns dropp
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -20,10 +21,17 @@ def tiny_random_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_home(tmp_path_factory)
 
 
+def default_sigint() -> None:
+    """SIGINT back to its default in the child: a runner started as a background job passes it on ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn(home: Path, *args: str) -> pexpect.spawn:
     env = {**os.environ, "XDG_DATA_HOME": str(home), "PYTHONUNBUFFERED": "1", "COLUMNS": "250"}
-    argv = ["-m", "gptoss", "chat", "--seed", "0", *args]
-    child = pexpect.spawn(sys.executable, argv, env=env, encoding="utf-8", dimensions=(50, 250), timeout=120)
+    argv = ["-m", "gptoss", "chat", "--model", "tiny-random", "--seed", "0", *args]
+    child = pexpect.spawn(
+        sys.executable, argv, env=env, encoding="utf-8", dimensions=(50, 250), timeout=120, preexec_fn=default_sigint
+    )
     child.expect_exact(">>> ")
     return child
 

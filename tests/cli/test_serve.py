@@ -56,7 +56,8 @@ class Process:
         return err
 
 
-def start(home: Path, store: Path, *extra: str) -> Process:
+def start(home: Path, store: Path, *extra: str, model: str | None = "tiny-random") -> Process:
+    """`gptoss serve` on a free port; `model=None` starts it without --model (the built-in demo model)."""
     port = free_port()
     env = {**os.environ, "XDG_DATA_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     argv = [
@@ -70,6 +71,7 @@ def start(home: Path, store: Path, *extra: str) -> Process:
         str(store),
         "--log-level",
         "warning",
+        *(["--model", model] if model else []),
         *extra,
     ]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -178,7 +180,7 @@ def test_stored_responses_survive_a_restart(first_server: tuple[Process, Path], 
     process, store = first_server
     stored = process.client().responses.create(input="remember me", max_output_tokens=4, metadata={"n": "1"})
     err = process.stop()
-    assert "No --model given: using a tiny RANDOM checkpoint" in " ".join(err.split())
+    assert "--model tiny-random: using a tiny RANDOM checkpoint" in " ".join(err.split())
     again = start(tiny_random_home, store)
     try:
         client = again.client()

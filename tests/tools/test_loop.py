@@ -178,6 +178,8 @@ def test_a_full_turn_through_harmony(browser: BrowserTool, pool: SandboxPool) ->
 
 def test_ctrl_c_during_run_sync_cancels_the_call_and_the_next_call_says_so(pool: SandboxPool) -> None:
     tools = BuiltinTools(python=PythonTool(pool))
+    # Python's own handler, even where the runner inherited SIGINT ignored (a background job of a shell)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         assert tools.run_sync(call("python", "x = 1")).output.startswith("[WARN] No output available")
         timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
@@ -188,6 +190,7 @@ def test_ctrl_c_during_run_sync_cancels_the_call_and_the_next_call_says_so(pool:
         assert time.monotonic() - start < 1.5  # the code was stopped, not waited for
         out = tools.run_sync(call("python", "print(x)")).output
     finally:
+        signal.signal(signal.SIGINT, previous)
         tools.close()
     assert out.startswith("[NOTE] The python state was reset (the previous call was cancelled before it finished)")
     assert "NameError" in out
