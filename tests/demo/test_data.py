@@ -32,6 +32,12 @@ def test_every_family_present_in_equal_share(samples):
     assert counts == {"arithmetic": 20, "function": 20, "extraction": 20, "chat": 20, "echo": 20}
 
 
+def test_a_family_named_twice_gets_twice_the_share():
+    samples = data.generate(40, seed=3, families=["function", "chat", "function", "echo"])
+    counts = Counter(s.task.family for s in samples)
+    assert counts == {"function": 20, "chat": 10, "echo": 10}
+
+
 def test_every_conversation_renders_and_round_trips_through_the_parser(samples, encoding):
     for s in samples:
         conversation = s.conversation()
@@ -103,3 +109,10 @@ def test_the_copy_drill_repeats_the_users_items_without_a_system_prompt():
         assert user.content[0].text.endswith(" " + said) and 8 <= len(said.split()) <= 30
     a = [data.copy_drill(random.Random(9)).to_json() for _ in range(2)]
     assert a[0] == a[1]
+
+
+def test_the_drill_draws_its_words_from_the_list_it_is_given():
+    rng = random.Random(5)
+    drills = [data.copy_drill(rng, words=("Laurason", "Oslo")) for _ in range(50)]
+    said = [w for d in drills for w in d.messages[1].content[0].text.split()]
+    assert {w for w in said if not w.isdigit()} == {"Laurason", "Oslo"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from gptoss.cli.__main__ import main
 from gptoss.config import ModelConfig
 from gptoss.demo import recipe
+from gptoss.demo import tasks as tasks_module
 from gptoss.random_checkpoint import write_random_checkpoint
 
 CURVE = Path(__file__).with_name("recipe_curve.json")
@@ -25,6 +27,17 @@ def test_demo_shape_is_gpt_oss_at_toy_scale() -> None:
     assert isinstance(cfg, ModelConfig) and cfg.vocab_size == 201088
     assert set(cfg.layer_types) == {"sliding_attention", "full_attention"}
     assert cfg.initial_context_length * cfg.rope_scaling_factor == 4096 and cfg.hidden_size % 32 == 0
+
+
+def test_the_task_phases_weight_function_calling_and_drill_the_contacts_surnames() -> None:
+    tasks = recipe.PHASES[1]
+    lines = [line.replace(" ", "") for line in recipe.phase_lines(dataclasses.replace(tasks, drill=200, tasks=800))]
+    assert len(lines) == 1000
+    assert Counter(tasks.families) == {"function": 3, "arithmetic": 2, "extraction": 1, "chat": 1, "echo": 1}
+    calls = {to: sum(f'"recipient":"{to}' in line for line in lines) for to in ("functions.", "python")}
+    assert calls == {"functions.": 300, "python": 200}  # 3 and 2 eighths of the 800 tasks
+    assert set(tasks_module.SURNAMES) <= set(tasks.drill_words) and tasks.drill_largest == 9999
+    assert recipe.PHASES[2].families == tasks.families and recipe.PHASES[0].drill_words == tasks_module.ECHO_WORDS
 
 
 @pytest.mark.slow

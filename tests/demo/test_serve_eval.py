@@ -101,3 +101,24 @@ def test_summary_has_rates_and_medians_per_effort() -> None:
     )
     assert table["extraction"] == {"n": 2, "correct": 0.5, "completed": 1.0, "schema_valid": 0.5}
     assert table["median_analysis_low"] == 2 and table["median_analysis_medium"] is None
+
+
+@pytest.mark.slow
+def test_without_a_url_it_starts_a_server_and_stops_it(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.engine.checkpoints import tiny_random_home
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tiny_random_home(tmp_path_factory)))
+    serve_eval.main(["--model", "tiny-random", "--per-family", "1", "--workers", "5"])
+    table = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert {f: table[f]["n"] for f in ("arithmetic", "function", "extraction", "chat", "echo")} == dict.fromkeys(
+        ("arithmetic", "function", "extraction", "chat", "echo"), 1
+    )
+
+
+def test_a_url_and_a_model_together_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        serve_eval.main(["http://127.0.0.1:9", "--model", "tiny-random"])
+    assert e.value.code == 2
+    assert "--model is for the server this starts" in capsys.readouterr().err

@@ -317,7 +317,7 @@ def run(args: argparse.Namespace) -> int:
     from gptoss.weights import open_checkpoint
 
     check_arguments(args)
-    if args.model is not None and not is_hub_name(args.model):
+    if args.model not in (None, TINY_RANDOM) and not is_hub_name(args.model):
         open_checkpoint(args.model)  # a bad folder fails before the port is taken (a name resolves after)
     if args.tp > 1:
         from gptoss.distributed.cli import serve_ranks

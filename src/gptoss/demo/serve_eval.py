@@ -10,15 +10,23 @@ Responses requests, the way a client sends them, with the server's grammar and t
 Every response must be `completed` (its turns closed with `<|call|>` / `<|return|>`); the analysis length (tokens
 of the reasoning items) is collected per effort. Decoding is greedy (`temperature` 0).
 
-    python -m gptoss.demo.serve_eval URL [--per-family N] [--seed S] [--workers W]   (last line: one JSON object)
+    python -m gptoss.demo.serve_eval [URL] [--model M] [--per-family N] [--seed S] [--workers W]
+
+Without URL it starts `gptoss serve --python` itself (the built-in demo model, or --model M) on a free port and
+stops it after. The last line printed is one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import socket
 import statistics
-from collections.abc import Sequence
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
@@ -175,14 +183,49 @@ def run(url: str, per_family: int, seed: int = EVAL_SEED, workers: int = 4) -> t
     return outcomes, summarize(outcomes)
 
 
+@contextlib.contextmanager
+def started_server(model: str | None, ready_s: float = 300.0) -> Iterator[str]:
+    """`gptoss serve --python` on a free local port (its log goes to this process's stderr) -> its URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = [sys.executable, "-m", "gptoss", "serve", "--python", "--port", str(port), "--log-level", "warning"]
+    proc = subprocess.Popen([*argv, *(["--model", model] if model else [])])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_s
+        while not _healthy(url):
+            if proc.poll() is not None:
+                raise RuntimeError(f"gptoss serve exited with status {proc.returncode} before it was ready")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gptoss serve was not ready within {ready_s:.0f} s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url + "/health", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m gptoss.demo.serve_eval", description=__doc__)
-    parser.add_argument("url", help="the server, e.g. http://127.0.0.1:8000 (started with --python)")
+    parser.add_argument("url", nargs="?", help="a running server started with --python, e.g. http://127.0.0.1:8000 "
+                        "(without it: start one)")  # fmt: skip
+    parser.add_argument("--model", help="the server this starts (no URL): its --model (default: the demo model)")
     parser.add_argument("--per-family", type=int, default=200)
     parser.add_argument("--seed", type=int, default=EVAL_SEED)
     parser.add_argument("--workers", type=int, default=4, help="requests in flight")
     args = parser.parse_args(argv)
-    outcomes, table = run(args.url, args.per_family, args.seed, args.workers)
+    if args.url and args.model:
+        parser.error("--model is for the server this starts; with a URL, the server's own model is evaluated")
+    with contextlib.nullcontext(args.url) if args.url else started_server(args.model) as url:
+        outcomes, table = run(url, args.per_family, args.seed, args.workers)
     for o in outcomes:
         print(json.dumps(asdict(o)))
     print(json.dumps(table))
