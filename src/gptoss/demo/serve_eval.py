@@ -28,7 +28,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
 import httpx
@@ -51,6 +51,8 @@ class Outcome:
     correct: bool
     analysis_tokens: int
     schema_valid: bool | None = None  # extraction only
+    got: str = ""  # what the model did: its call (name and arguments) and its answer
+    asked: str = ""  # the user's words
 
 
 class Server(Protocol):
@@ -126,11 +128,12 @@ def evaluate_sample(client: Server, s: Sample) -> Outcome:
     if isinstance(call, BuiltinCall):  # the server ran the python tool inside this one response
         code = [o.get("code", "") for o in items(first, "code_interpreter_call")]
         ok = code == [call.arguments] and str(t.expected["value"]) in answer(first)
-        return Outcome(t.family, effort, completed, completed and ok, analysis)
+        return Outcome(t.family, effort, completed, completed and ok, analysis, got=f"{code} -> {answer(first)!r}")
     if isinstance(call, FunctionCall):
         calls = items(first, "function_call")
+        made = [f"{c.get('name')}({c.get('arguments')})" for c in calls]
         if not (completed and len(calls) == 1 and calls[0].get("name") == call.name):
-            return Outcome(t.family, effort, completed, False, analysis)
+            return Outcome(t.family, effort, completed, False, analysis, got=f"{made} {answer(first)!r}")
         try:
             args_ok = json.loads(calls[0].get("arguments", "")) == json.loads(call.arguments)
         except json.JSONDecodeError:
@@ -146,7 +149,7 @@ def evaluate_sample(client: Server, s: Sample) -> Outcome:
         )
         completed = second.get("status") == "completed"
         ok = args_ok and completed and answer(second).strip() == t.expected["answer"]
-        return Outcome(t.family, effort, completed, ok, analysis)
+        return Outcome(t.family, effort, completed, ok, analysis, got=f"{made} -> {answer(second)!r}")
     text = answer(first)
     if t.family == "extraction":
         assert t.response_format is not None
@@ -156,8 +159,9 @@ def evaluate_sample(client: Server, s: Sample) -> Outcome:
             valid = True
         except (json.JSONDecodeError, jsonschema.ValidationError):
             value, valid = None, False
-        return Outcome(t.family, effort, completed, completed and value == t.expected["fields"], analysis, valid)
-    return Outcome(t.family, effort, completed, completed and text.strip() == t.expected["answer"], analysis)
+        correct = completed and value == t.expected["fields"]
+        return Outcome(t.family, effort, completed, correct, analysis, valid, got=text)
+    return Outcome(t.family, effort, completed, completed and text.strip() == t.expected["answer"], analysis, got=text)
 
 
 def summarize(outcomes: Sequence[Outcome]) -> dict[str, Any]:
@@ -179,7 +183,7 @@ def run(url: str, per_family: int, seed: int = EVAL_SEED, workers: int = 4) -> t
     client = Client(url)
     samples = generate(len(FAMILIES) * per_family, seed)
     with ThreadPoolExecutor(workers) as pool:
-        outcomes = list(pool.map(lambda s: evaluate_sample(client, s), samples))
+        outcomes = list(pool.map(lambda s: replace(evaluate_sample(client, s), asked=user_text(s)), samples))
     return outcomes, summarize(outcomes)
 
 
