@@ -116,3 +116,20 @@ def test_the_drill_draws_its_words_from_the_list_it_is_given():
     drills = [data.copy_drill(rng, words=("Laurason", "Oslo")) for _ in range(50)]
     said = [w for d in drills for w in d.messages[1].content[0].text.split()]
     assert {w for w in said if not w.isdigit()} == {"Laurason", "Oslo"}
+
+
+def test_earlier_exchanges_are_context_the_model_is_not_trained_to_write(encoding):
+    plain, more = data.generate(60, seed=4), data.generate(60, seed=4, earlier=0.5)
+    assert [s.task for s in plain] == [s.task for s in more]  # a stream of its own: the same tasks
+    with_earlier = [s for s in more if s.earlier is not None]
+    assert 10 < len(with_earlier) < 50 and all(s.task.family != "extraction" for s in with_earlier)
+    for s in with_earlier:
+        tokens, mask = encode_line(s.training_line(), encoding, 4096)
+        text, trained = encoding.decode(tokens), encoding.decode([t for t, m in zip(tokens, mask, strict=True) if m])
+        said = s.earlier.turn[-1].text
+        assert said in text and text.index(said) < text.index(s.task.prompt[0].text)
+        # one trained answer: this turn's (the earlier exchange's assistant messages are context, weight 0)
+        assert trained.endswith(s.task.turn[-1].text + "<|return|>") and trained.count("<|channel|>final") == 1
+        if s.earlier.family == "function":
+            assert s.earlier.expected["name"] in {t.name for t in s.task.tools}
+    assert [s.training_line() for s in plain] == list(data.jsonl_lines(plain))

@@ -122,3 +122,14 @@ def test_a_url_and_a_model_together_are_refused(capsys: pytest.CaptureFixture[st
         serve_eval.main(["http://127.0.0.1:9", "--model", "tiny-random"])
     assert e.value.code == 2
     assert "--model is for the server this starts" in capsys.readouterr().err
+
+
+def test_a_follow_up_sends_the_earlier_exchange_back_first() -> None:
+    samples = [s for s in generate(80, 5, earlier=1.0) if s.earlier is not None and s.earlier.family == "function"]
+    s = samples[0]
+    said = serve_eval.request(s)["input"]
+    assert said[0] == {"role": "user", "content": s.earlier.prompt[0].text}
+    assert [i.get("type") for i in said[1:3]] == ["function_call", "function_call_output"]
+    assert said[1]["name"] == s.earlier.expected["name"] and said[1]["call_id"] == said[2]["call_id"]
+    assert said[3] == {"role": "assistant", "content": s.earlier.expected["answer"]}
+    assert said[4] == {"role": "user", "content": serve_eval.user_text(s)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,40 @@ def test_harmony_json_lines_are_read() -> None:
     assert trained == "<|channel|>final<|message|>hello<|return|>"
 
 
+def test_weight_0_keeps_an_assistant_message_as_context_only() -> None:
+    line: dict[str, Any] = {
+        "messages": [
+            {"role": "user", "content": "one"},
+            {"role": "assistant", "content": "first", "weight": 0},
+            {"role": "user", "content": "two"},
+            {"role": "assistant", "content": "second", "thinking": "THOUGHT", "weight": 1},
+        ]
+    }
+    tokens, mask = encode_line(json.dumps(line), ENC, 10_000)
+    unweighted = {"messages": [{k: v for k, v in m.items() if k != "weight"} for m in line["messages"]]}
+    plain_tokens, plain_mask = encode_line(json.dumps(unweighted), ENC, 10_000)
+    assert tokens == plain_tokens and "first" in ENC.decode(tokens)  # the same render: only the mask differs
+    trained = ENC.decode([t for t, m in zip(tokens, mask, strict=True) if m])
+    assert trained == (
+        "<|channel|>analysis<|message|>THOUGHT<|end|><|start|>assistant<|channel|>final<|message|>second<|return|>"
+    )
+    first = ENC.decode([t for t, m in zip(tokens, plain_mask, strict=True) if m])
+    assert first.startswith("<|channel|>final<|message|>first")
+
+
+def test_weight_0_on_a_harmony_message() -> None:
+    said = [("user", "hi", None), ("assistant", "hello", 0), ("user", "again", None), ("assistant", "yes", None)]
+    messages = [Message.from_role_and_content(Role(r), t) for r, t, _ in said]
+    conversation = Conversation.from_messages(
+        [m.with_channel("final") if m.author.role is Role.ASSISTANT else m for m in messages]
+    )
+    data = conversation.to_dict()
+    data["messages"][1]["weight"] = 0
+    tokens, mask = encode_line(json.dumps(data), ENC, 10_000)
+    assert tokens == ENC.render_conversation_for_training(conversation, NO_AUTO_DROP)
+    assert ENC.decode([t for t, m in zip(tokens, mask, strict=True) if m]) == "<|channel|>final<|message|>yes<|return|>"
+
+
 def write(tmp_path: Path, lines: list[str]) -> Path:
     path = tmp_path / "data.jsonl"
     path.write_text("\n".join(lines) + "\n")
@@ -122,6 +157,12 @@ GOOD = json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "ass
         ),
         (json.dumps({"messages": [{"role": "user", "content": "x " * 300}, {"role": "assistant", "content": "y"}]}),
          "longer than the limit of 200 (--max-length)"),
+        ('{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "weight": 0.5}]}',
+         "messages[1].weight must be 0 or 1, got 0.5"),
+        ('{"messages": [{"role": "user", "content": "x", "weight": 0}, {"role": "assistant", "content": "y"}]}',
+         "messages[0].weight: only assistant messages are trained"),
+        ('{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "weight": 0}]}',
+         "no assistant message to train on"),
     ],
 )  # fmt: skip
 def test_bad_lines_are_reported_with_their_line_number(tmp_path: Path, line: str, reason: str) -> None:
@@ -129,7 +170,7 @@ def test_bad_lines_are_reported_with_their_line_number(tmp_path: Path, line: str
     data = load_jsonl(path, ENC, 200)
     assert [e.line for e in data.examples] == [1, 4]
     assert len(data.problems) == 1 and data.problems[0].startswith(f"{path}:3: ") and reason in data.problems[0]
-    with pytest.raises(DataError, match=f"^{path}:3: .*{reason[:20]}"):
+    with pytest.raises(DataError, match=f"^{re.escape(str(path))}:3: .*{re.escape(reason[:20])}"):
         load_jsonl(path, ENC, 200, strict=True)
 
 

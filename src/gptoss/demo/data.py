@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import json
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from gptoss.demo.tasks import ECHO_WORDS, FAMILIES, Task
-from gptoss.finetune.data import training_conversation
+from gptoss.finetune.data import training_conversation, turn_items
 from gptoss.harmony import Conversation, Message, ReasoningEffort, Role, ToolNamespaceConfig
 from gptoss.server.conversation import Item, PromptSpec, Reasoning
 
@@ -34,13 +35,14 @@ class Sample:
     task: Task
     effort: ReasoningEffort
     date: str  # YYYY-MM-DD, the conversation start date the server writes into its system message
+    earlier: Task | None = None  # an earlier exchange of the same conversation, context only (not trained)
 
     def prompt(self) -> PromptSpec:
         """What a client sends: the user's words, tools, response format, effort (items end with the user)."""
         t = self.task
         builtin = (ToolNamespaceConfig.python(),) if t.python else ()
         return PromptSpec(
-            t.prompt,
+            (*self.earlier_items(), *t.prompt),
             instructions=t.instructions,
             tools=t.tools,
             effort=self.effort,
@@ -50,14 +52,46 @@ class Sample:
             builtin=builtin,
         )
 
+    def earlier_items(self) -> tuple[Item, ...]:
+        """The earlier exchange as a client sends it back: the user's words, calls, replies, answer (its reasoning
+        dropped, as the server drops a completed turn's)."""
+        return (*self.earlier.prompt, *self.earlier.turn) if self.earlier else ()
+
     def reasoning(self) -> str:
         return " ".join(self.task.thoughts[: THOUGHTS_BY_EFFORT[self.effort]])
 
     def conversation(self) -> Conversation:
         """The prompt followed by the assistant turn: reasoning, then the task's calls, replies and answer."""
+        return training_conversation(self.spec())
+
+    def spec(self) -> PromptSpec:
         prompt = self.prompt()
-        items: tuple[Item, ...] = (*prompt.items, Reasoning(self.reasoning()), *self.task.turn)
-        return training_conversation(dataclasses.replace(prompt, items=items))
+        return dataclasses.replace(prompt, items=(*prompt.items, Reasoning(self.reasoning()), *self.task.turn))
+
+    def training_line(self) -> str:
+        """The conversation as a `gptoss finetune` line: harmony JSON, the earlier exchange's assistant messages
+        marked `"weight": 0` (context: the model learns to answer the last question, not to answer without
+        reasoning as a history without its dropped analysis would teach)."""
+        conversation = self.conversation()
+        data = conversation.to_dict()
+        earlier = {id(i) for i in self.earlier_items()}
+        kept = turn_items(self.spec())  # one message each, after the system and developer messages
+        for m, item in zip(data["messages"][len(conversation.messages) - len(kept) :], kept, strict=True):
+            if id(item) in earlier and m["role"] == "assistant":
+                m["weight"] = 0
+        return json.dumps(data)
+
+
+def with_earlier(rng: random.Random, s: Sample) -> Sample:
+    """`s` after an earlier exchange that its own tools allow: a greeting or echo, a python sum when it has python,
+    a call of one of its functions. Not for extraction: its response format would bind the earlier answer too."""
+    if s.task.family == "extraction":
+        return s
+    kinds = ["chat", "echo", *(["arithmetic"] if s.task.python else []), *(["function"] if s.task.tools else [])]
+    earlier = FAMILIES[rng.choice(kinds)](rng)
+    if earlier.family == "function" and earlier.expected["name"] not in {t.name for t in s.task.tools}:
+        earlier = FAMILIES["chat"](rng)
+    return dataclasses.replace(s, earlier=earlier)
 
 
 def sample(rng: random.Random, family: str) -> Sample:
@@ -67,9 +101,9 @@ def sample(rng: random.Random, family: str) -> Sample:
     return Sample(task, effort, date.isoformat())
 
 
-def generate(count: int, seed: int, families: Sequence[str] | None = None) -> list[Sample]:
+def generate(count: int, seed: int, families: Sequence[str] | None = None, earlier: float = 0.0) -> list[Sample]:
     """`count` samples, the families taken in turn (each in equal share; name one twice for twice the share);
-    same seed, same list."""
+    a share `earlier` of them after an earlier exchange (`with_earlier`); same seed, same list."""
     chosen = list(families or FAMILIES)
     unknown = [f for f in chosen if f not in FAMILIES]
     if unknown:
@@ -77,7 +111,11 @@ def generate(count: int, seed: int, families: Sequence[str] | None = None) -> li
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
     rng = random.Random(seed)
-    return [sample(rng, chosen[i % len(chosen)]) for i in range(count)]
+    samples = [sample(rng, chosen[i % len(chosen)]) for i in range(count)]
+    if earlier > 0:  # a stream of its own: the same samples, some now with an earlier exchange
+        more = random.Random(f"{seed}-earlier")
+        samples = [with_earlier(more, s) if more.random() < earlier else s for s in samples]
+    return samples
 
 
 DRILL_NUMBERS = tuple(str(n) for n in range(2, 100))
@@ -103,7 +141,7 @@ def copy_drill(
 
 def jsonl_lines(samples: Sequence[Sample]) -> Iterator[str]:
     for s in samples:
-        yield s.conversation().to_json()
+        yield s.training_line()
 
 
 def write_jsonl(samples: Sequence[Sample], path: Path) -> None:

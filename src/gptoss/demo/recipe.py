@@ -56,6 +56,7 @@ class Phase:
     drill_largest: int = 99  # the drill's numbers go up to this (past 99 they take several tokens)
     drill_words: tuple[str, ...] = tasks_module.ECHO_WORDS  # and its words are drawn from these
     families: tuple[str, ...] = tuple(tasks_module.FAMILIES)  # taken in turn: a family named twice gets twice the share
+    earlier: float = 0.0  # the share of task conversations that follow an earlier exchange (data.with_earlier)
 
 
 def _train(steps: int, per_step: int, lr: float = 2e-3) -> TrainConfig:
@@ -111,7 +112,8 @@ def phase_lines(phase: Phase) -> list[str]:
     rng = random.Random(DATA_SEED)
     drill = [data.copy_drill(rng, largest=phase.drill_largest, words=phase.drill_words) for _ in range(phase.drill)]
     lines = [c.to_json() for c in drill]
-    lines += list(data.jsonl_lines(data.generate(phase.tasks, DATA_SEED, phase.families))) if phase.tasks else []
+    tasks = data.generate(phase.tasks, DATA_SEED, phase.families, phase.earlier) if phase.tasks else []
+    lines += list(data.jsonl_lines(tasks))
     random.Random(DATA_SEED + 1).shuffle(lines)
     return lines
 

@@ -36,7 +36,7 @@ import jsonschema
 
 from gptoss.demo.data import Sample, generate
 from gptoss.demo.evaluate import EVAL_SEED
-from gptoss.demo.tasks import FAMILIES
+from gptoss.demo.tasks import FAMILIES, Task
 from gptoss.harmony import load_harmony_encoding
 from gptoss.server.conversation import BuiltinCall, FunctionCall, FunctionOutput, Text
 
@@ -84,7 +84,10 @@ class Client:
 def request(s: Sample) -> dict[str, Any]:
     """The Responses request a client sends for the sample's prompt."""
     t = s.task
-    body: dict[str, Any] = {"input": user_text(s), "reasoning": {"effort": s.effort.value.lower()}}
+    said: str | list[dict[str, Any]] = user_text(s)
+    if s.earlier is not None:  # a follow-up: the client sends the earlier exchange back first
+        said = [*history(s.earlier), {"role": "user", "content": said}]
+    body: dict[str, Any] = {"input": said, "reasoning": {"effort": s.effort.value.lower()}}
     tools: list[dict[str, Any]] = [
         {"type": "function", "name": f.name, "description": f.description, "parameters": f.parameters} for f in t.tools
     ]
@@ -98,6 +101,20 @@ def request(s: Sample) -> dict[str, Any]:
         fmt = t.response_format
         body["text"] = {"format": {"type": "json_schema", "name": fmt.name, "schema": fmt.schema, "strict": True}}
     return body
+
+
+def history(earlier: Task) -> list[dict[str, Any]]:
+    """An earlier exchange as Responses input items: the user's words, function calls and their outputs, the
+    answer (a python call is left out: the server drops a completed turn's python calls from the prompt anyway)."""
+    out: list[dict[str, Any]] = []
+    for i in (*earlier.prompt, *earlier.turn):
+        if isinstance(i, Text):
+            out.append({"role": i.role, "content": i.text})
+        elif isinstance(i, FunctionCall):
+            out.append({"type": "function_call", "call_id": i.call_id, "name": i.name, "arguments": i.arguments})
+        elif isinstance(i, FunctionOutput):
+            out.append({"type": "function_call_output", "call_id": i.call_id, "output": i.output})
+    return out
 
 
 def user_text(s: Sample) -> str:
@@ -179,9 +196,12 @@ def summarize(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     return table
 
 
-def run(url: str, per_family: int, seed: int = EVAL_SEED, workers: int = 4) -> tuple[list[Outcome], dict[str, Any]]:
+def run(
+    url: str, per_family: int, seed: int = EVAL_SEED, workers: int = 4, follow_up: bool = False
+) -> tuple[list[Outcome], dict[str, Any]]:
+    """`follow_up`: each prompt (but extraction's) comes after an earlier exchange, as a chat's second question."""
     client = Client(url)
-    samples = generate(len(FAMILIES) * per_family, seed)
+    samples = generate(len(FAMILIES) * per_family, seed, earlier=1.0 if follow_up else 0.0)
     with ThreadPoolExecutor(workers) as pool:
         outcomes = list(pool.map(lambda s: replace(evaluate_sample(client, s), asked=user_text(s)), samples))
     return outcomes, summarize(outcomes)
@@ -225,11 +245,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--per-family", type=int, default=200)
     parser.add_argument("--seed", type=int, default=EVAL_SEED)
     parser.add_argument("--workers", type=int, default=4, help="requests in flight")
+    parser.add_argument("--follow-up", action="store_true",
+                        help="ask each question after an earlier exchange (a chat's second turn)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.url and args.model:
         parser.error("--model is for the server this starts; with a URL, the server's own model is evaluated")
     with contextlib.nullcontext(args.url) if args.url else started_server(args.model) as url:
-        outcomes, table = run(url, args.per_family, args.seed, args.workers)
+        outcomes, table = run(url, args.per_family, args.seed, args.workers, args.follow_up)
     for o in outcomes:
         print(json.dumps(asdict(o)))
     print(json.dumps(table))

@@ -90,8 +90,8 @@ def encode_line(raw: str, encoding: HarmonyEncoding, max_length: int) -> tuple[l
         data = json.loads(raw)
     except json.JSONDecodeError as e:
         raise DataError(f"not valid JSON ({e.msg} at column {e.colno})") from None
-    conversation = parse_conversation(data)
-    tokens, mask = render_with_mask(conversation, encoding)
+    conversation, weights = parse_weighted(data)
+    tokens, mask = render_with_mask(conversation, encoding, weights)
     if len(tokens) > max_length:
         raise DataError(f"conversation is {len(tokens)} tokens, longer than the limit of {max_length} (--max-length)")
     if not any(mask):
@@ -100,27 +100,56 @@ def encode_line(raw: str, encoding: HarmonyEncoding, max_length: int) -> tuple[l
 
 
 def parse_conversation(data: Any) -> Conversation:
+    return parse_weighted(data)[0]
+
+
+def parse_weighted(data: Any) -> tuple[Conversation, list[int]]:
+    """The conversation and each of its messages' weight: 0 for an assistant message marked `"weight": 0` (OpenAI's
+    fine-tuning format: context the model is not trained to write, e.g. earlier turns), else 1."""
     if not isinstance(data, dict) or not isinstance(data.get("messages"), list) or not data["messages"]:
         raise DataError('expected an object with a non-empty "messages" list')
+    raw = data["messages"]
+    weights = [message_weight(m, f"messages[{i}]") for i, m in enumerate(raw)]
     try:
-        if is_harmony(data["messages"]):
+        if is_harmony(raw):
             conversation = Conversation.from_dict(data)
             conversation.validate()
-            return conversation
-        return training_conversation(chat_spec(data))
+            return conversation, weights
+        spec = chat_spec(data)
+        per_item = [w for m, w in zip(raw, weights, strict=True) for _ in chat_items(m, "")]
+        unweighted = {id(item) for item, w in zip(spec.items, per_item, strict=True) if not w}
+        conversation = training_conversation(spec)
+        kept = turn_items(spec)
+        prefix = len(conversation.messages) - len(kept)  # the system and developer messages
+        return conversation, [1] * prefix + [0 if id(item) in unweighted else 1 for item in kept]
     except (HarmonyError, conv.ConversionError) as e:
         raise DataError(str(e)) from None
+
+
+def message_weight(m: Any, where: str) -> int:
+    if not isinstance(m, dict) or "weight" not in m:
+        return 1
+    if m["weight"] not in (0, 1) or isinstance(m["weight"], bool):
+        raise DataError(f"{where}.weight must be 0 or 1, got {m['weight']!r}")
+    if m.get("role") != "assistant":
+        raise DataError(f"{where}.weight: only assistant messages are trained, so only they take a weight")
+    return int(m["weight"])
 
 
 def training_conversation(spec: conv.PromptSpec) -> Conversation:
     """conv.build_conversation, except that the last turn (after the last user message) keeps its reasoning: the
     prompt is what the server would send before that turn, and the turn is what the model should generate."""
-    items = [i for i in spec.items if not conv.is_instruction(i)]
-    last_user = max((n for n, i in enumerate(items) if isinstance(i, conv.Text) and i.role == "user"), default=-1)
-    items = conv.drop_completed_reasoning(items[: last_user + 1]) + items[last_user + 1 :]
+    items = turn_items(spec)
     names = conv.call_names(items, spec.items_param)
     messages = [conv.system_message(spec), *conv.developer_message(spec, conv.gather_instructions(spec))]
     return Conversation.from_messages(messages + [conv.to_message(i, names) for i in items])
+
+
+def turn_items(spec: conv.PromptSpec) -> list[conv.Item]:
+    """The items that become messages after the system and developer ones, one message each."""
+    items = [i for i in spec.items if not conv.is_instruction(i)]
+    last_user = max((n for n, i in enumerate(items) if isinstance(i, conv.Text) and i.role == "user"), default=-1)
+    return conv.drop_completed_reasoning(items[: last_user + 1]) + items[last_user + 1 :]
 
 
 def is_harmony(messages: list[Any]) -> bool:
@@ -204,15 +233,19 @@ def function_tool(t: Any, where: str) -> conv.FunctionTool:
     return conv.FunctionTool(fn["name"], fn.get("description") or "", fn.get("parameters"))
 
 
-def render_with_mask(conversation: Conversation, encoding: HarmonyEncoding) -> tuple[list[int], list[int]]:
-    """The training render and its loss mask, built message by message (the render is their concatenation)."""
+def render_with_mask(
+    conversation: Conversation, encoding: HarmonyEncoding, weights: Sequence[int] | None = None
+) -> tuple[list[int], list[int]]:
+    """The training render and its loss mask, built message by message (the render is their concatenation);
+    `weights` (one per message) zero the mask of the messages marked 0."""
     tokens = encoding.render_conversation_for_training(conversation, conv.NO_AUTO_DROP)
     messages = conversation.messages
     options = RenderOptions(conversation_has_function_tools=has_function_tools(messages))
     mask: list[int] = []
     for i, m in enumerate(messages):
         n = len(encoding.render(m, options))
-        mask += message_mask(m, n, i > 0 and is_assistant(messages[i - 1]), encoding)
+        trained = weights is None or weights[i]
+        mask += message_mask(m, n, i > 0 and is_assistant(messages[i - 1]), encoding) if trained else [0] * n
     if len(mask) != len(tokens):  # the render must be the per-message concatenation; anything else is a bug here
         raise AssertionError(f"training render has {len(tokens)} tokens, its messages {len(mask)}")
     return tokens, mask
