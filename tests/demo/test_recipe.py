@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from gptoss.cli.__main__ import main
 from gptoss.config import ModelConfig
-from gptoss.demo import recipe
+from gptoss.demo import data, recipe
 from gptoss.demo import tasks as tasks_module
 from gptoss.random_checkpoint import write_random_checkpoint
 
@@ -34,8 +34,10 @@ def test_the_task_phases_weight_function_calling_and_drill_the_contacts_surnames
     lines = [line.replace(" ", "") for line in recipe.phase_lines(dataclasses.replace(tasks, drill=200, tasks=800))]
     assert len(lines) == 1000
     assert Counter(tasks.families) == {"function": 3, "arithmetic": 2, "extraction": 1, "chat": 1, "echo": 1}
-    calls = {to: sum(f'"recipient":"{to}' in line for line in lines) for to in ("functions.", "python")}
-    assert calls == {"functions.": 300, "python": 200}  # 3 and 2 eighths of the 800 tasks
+    families = Counter(s.task.family for s in data.generate(800, recipe.DATA_SEED, tasks.families))
+    assert families == {"function": 300, "arithmetic": 200, "extraction": 100, "chat": 100, "echo": 100}
+    followed = sum('"weight":0' in line for line in lines)  # after an earlier exchange (not extraction's)
+    assert tasks.earlier == 0.25 and 0.2 * 700 < followed < 0.3 * 700
     assert set(tasks_module.SURNAMES) <= set(tasks.drill_words) and tasks.drill_largest == 9999
     assert recipe.PHASES[2].families == tasks.families and recipe.PHASES[0].drill_words == tasks_module.ECHO_WORDS
 
