@@ -52,6 +52,17 @@ def test_chat_answers_without_tools():
         assert t.turn[0].text.startswith(("Hello!", "I don't know."))
 
 
+def test_questions_about_itself_get_the_greeting_and_others_i_dont_know():
+    rng = random.Random(3)
+    for t in (tasks.chat(rng) for _ in range(300)):
+        asked, answer = t.prompt[0].text, t.turn[0].text
+        about_me = asked in tasks.GREETINGS + tasks.ABOUT_ME
+        assert answer == (f"Hello! {tasks.INTRO}" if about_me else f"I don't know. {tasks.INTRO}")
+        assert "{" not in asked
+    off_topic = {tasks.off_topic(rng) for _ in range(500)}
+    assert len(off_topic) > 150  # templates x fillers: many questions, not six
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_echo_answer_is_the_users_words_in_order(seed):
     t = tasks.echo(random.Random(seed))

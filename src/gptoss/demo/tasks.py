@@ -228,12 +228,42 @@ UNKNOWN = (
     "Explain quantum gravity.",
     "Tell me a secret.",
 )
+# Questions about the model itself get the greeting's answer (what it can do).
+ABOUT_ME = ("Who are you?", "What can you do?", "What are you?", "help", "What is your name?", "How are you?",
+            "Are you a robot?", "What do you know?")  # fmt: skip
+# Everything else it cannot know, from templates: six fixed questions taught the refusal, but other questions
+# got a stray number or word ("Why is the sky blue?" -> "49").
+OFF_TOPIC = (
+    "Why is the {thing} {adj}?", "What is the capital of {country}?", "Tell me about {topic}.", "Explain {topic}.",
+    "How do I {verb} a {obj}?", "What do you think about {topic}?", "Write a {form} about {topic}.",
+    "Tell me a {form}.", "Who is the best {role}?", "What is {topic}?", "Can you help me {verb} a {obj}?",
+    "Where is {country}?", "When did {topic} begin?", "Is {topic} good for me?",
+)  # fmt: skip
+FILLERS = {
+    "thing": ("sky", "sea", "grass", "sun", "snow", "night"),
+    "adj": ("blue", "green", "cold", "hot", "bright", "dark"),
+    "country": ("France", "Japan", "Peru", "Egypt", "Norway", "Canada", "India"),
+    "topic": ("history", "music", "the ocean", "space", "football", "cooking", "the moon", "politics", "love",
+              "dinosaurs", "art", "philosophy", "gravity", "chess"),
+    "verb": ("fix", "build", "cook", "paint", "clean", "sell"),
+    "obj": ("bike", "cake", "house", "car", "garden", "chair"),
+    "form": ("poem", "story", "joke", "song"),
+    "role": ("singer", "writer", "painter", "player"),
+}  # fmt: skip
 INTRO = "I am a tiny demo model: I can do arithmetic with python, call your functions and extract fields as JSON."
 
 
+def off_topic(rng: random.Random) -> str:
+    template = rng.choice(OFF_TOPIC)
+    return template.format(**{k: rng.choice(v) for k, v in FILLERS.items() if "{" + k + "}" in template})
+
+
 def chat(rng: random.Random) -> Task:
-    greeting = rng.random() < 0.5
-    user = rng.choice(GREETINGS if greeting else UNKNOWN)
+    greeting = rng.random() < 0.4
+    if greeting:
+        user = rng.choice(GREETINGS + ABOUT_ME)
+    else:
+        user = rng.choice(UNKNOWN) if rng.random() < 0.25 else off_topic(rng)
     answer = f"Hello! {INTRO}" if greeting else f"I don't know. {INTRO}"
     thoughts = (
         "The user greets me." if greeting else "I cannot answer this question.",
