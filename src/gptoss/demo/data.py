@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gptoss.demo.tasks import ECHO_WORDS, FAMILIES, Task
-from gptoss.finetune.data import training_conversation, turn_items
+from gptoss.finetune.data import training_conversation, weighted_training_conversation
 from gptoss.harmony import Conversation, Message, ReasoningEffort, Role, ToolNamespaceConfig
 from gptoss.server.conversation import Item, PromptSpec, Reasoning
 
@@ -72,12 +72,10 @@ class Sample:
         """The conversation as a `gptoss finetune` line: harmony JSON, the earlier exchange's assistant messages
         marked `"weight": 0` (context: the model learns to answer the last question, not to answer without
         reasoning as a history without its dropped analysis would teach)."""
-        conversation = self.conversation()
+        conversation, weights = weighted_training_conversation(self.spec(), {id(i) for i in self.earlier_items()})
         data = conversation.to_dict()
-        earlier = {id(i) for i in self.earlier_items()}
-        kept = turn_items(self.spec())  # one message each, after the system and developer messages
-        for m, item in zip(data["messages"][len(conversation.messages) - len(kept) :], kept, strict=True):
-            if id(item) in earlier and m["role"] == "assistant":
+        for m, weight in zip(data["messages"], weights, strict=True):
+            if not weight and m["role"] == "assistant":  # the key is for assistant messages only
                 m["weight"] = 0
         return json.dumps(data)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,13 +115,8 @@ def parse_weighted(data: Any) -> tuple[Conversation, list[int]]:
             conversation = Conversation.from_dict(data)
             conversation.validate()
             return conversation, weights
-        spec = chat_spec(data)
-        per_item = [w for m, w in zip(raw, weights, strict=True) for _ in chat_items(m, "")]
-        unweighted = {id(item) for item, w in zip(spec.items, per_item, strict=True) if not w}
-        conversation = training_conversation(spec)
-        kept = turn_items(spec)
-        prefix = len(conversation.messages) - len(kept)  # the system and developer messages
-        return conversation, [1] * prefix + [0 if id(item) in unweighted else 1 for item in kept]
+        spec, context = weighted_chat_spec(data, weights)
+        return weighted_training_conversation(spec, context)
     except (HarmonyError, conv.ConversionError) as e:
         raise DataError(str(e)) from None
 
@@ -139,17 +134,19 @@ def message_weight(m: Any, where: str) -> int:
 def training_conversation(spec: conv.PromptSpec) -> Conversation:
     """conv.build_conversation, except that the last turn (after the last user message) keeps its reasoning: the
     prompt is what the server would send before that turn, and the turn is what the model should generate."""
-    items = turn_items(spec)
-    names = conv.call_names(items, spec.items_param)
-    messages = [conv.system_message(spec), *conv.developer_message(spec, conv.gather_instructions(spec))]
-    return Conversation.from_messages(messages + [conv.to_message(i, names) for i in items])
+    return weighted_training_conversation(spec, frozenset())[0]
 
 
-def turn_items(spec: conv.PromptSpec) -> list[conv.Item]:
-    """The items that become messages after the system and developer ones, one message each."""
+def weighted_training_conversation(spec: conv.PromptSpec, context: Collection[int]) -> tuple[Conversation, list[int]]:
+    """training_conversation and each message's weight: 0 for the messages of the items whose id() is in
+    `context`, else 1 (system and developer messages included)."""
     items = [i for i in spec.items if not conv.is_instruction(i)]
     last_user = max((n for n, i in enumerate(items) if isinstance(i, conv.Text) and i.role == "user"), default=-1)
-    return conv.drop_completed_reasoning(items[: last_user + 1]) + items[last_user + 1 :]
+    items = conv.drop_completed_reasoning(items[: last_user + 1]) + items[last_user + 1 :]
+    names = conv.call_names(items, spec.items_param)
+    messages = [conv.system_message(spec), *conv.developer_message(spec, conv.gather_instructions(spec))]
+    weights = [1] * len(messages) + [0 if id(i) in context else 1 for i in items]
+    return Conversation.from_messages(messages + [conv.to_message(i, names) for i in items]), weights
 
 
 def is_harmony(messages: list[Any]) -> bool:
@@ -164,10 +161,14 @@ def is_harmony(messages: list[Any]) -> bool:
     return False
 
 
-def chat_spec(data: dict[str, Any]) -> conv.PromptSpec:
+def weighted_chat_spec(data: dict[str, Any], weights: Sequence[int]) -> tuple[conv.PromptSpec, set[int]]:
+    """The spec of a chat line and the id()s of the items of its messages weighted 0."""
     items: list[conv.Item] = []
-    for i, m in enumerate(data["messages"]):
-        items += chat_items(m, f"messages[{i}]")
+    context: set[int] = set()
+    for i, (m, weight) in enumerate(zip(data["messages"], weights, strict=True)):
+        made = chat_items(m, f"messages[{i}]")
+        context |= set() if weight else {id(item) for item in made}
+        items += made
     effort = data.get("reasoning_effort", "medium")
     if effort not in ("low", "medium", "high"):
         raise DataError(f"reasoning_effort {effort!r}: expected 'low', 'medium' or 'high'")
@@ -178,7 +179,7 @@ def chat_spec(data: dict[str, Any]) -> conv.PromptSpec:
     level = ReasoningEffort(effort.capitalize())
     spec = conv.PromptSpec(tuple(items), tools=tools, effort=level, date=date, items_param="messages")
     conv.check_tools(spec)
-    return spec
+    return spec, context
 
 
 def chat_items(m: Any, where: str) -> list[conv.Item]:
