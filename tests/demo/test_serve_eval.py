@@ -4,6 +4,7 @@ scripted stand-in for the server."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -133,3 +134,9 @@ def test_a_follow_up_sends_the_earlier_exchange_back_first() -> None:
     assert said[1]["name"] == s.earlier.expected["name"] and said[1]["call_id"] == said[2]["call_id"]
     assert said[3] == {"role": "assistant", "content": s.earlier.expected["answer"]}
     assert said[4] == {"role": "user", "content": serve_eval.user_text(s)}
+
+
+def test_a_server_that_cannot_start_is_one_error_naming_its_exit_status(tmp_path: Path) -> None:
+    refused = pytest.raises(RuntimeError, match="^gptoss serve exited with status 2 before it was ready$")
+    with refused, serve_eval.started_server(str(tmp_path / "no-such-checkpoint")):
+        pass
